@@ -1,0 +1,241 @@
+"""The attack interface: what an attack receives, what it returns, and the budget check every poison passes.
+
+An attack is a small class in the style of torchattacks: the constructor holds (and validates) the
+hyper-parameters, ``forward`` does the work. Parameters are a pydantic model, checked at construction as ART
+does in ``_check_params``; ``_check_params`` is there for checks that span several parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from benchmark.errors import BudgetError, ParamError
+from benchmark.linear import LinearHead
+from benchmark.registry import Params, format_validation_error
+
+log = logging.getLogger(__name__)
+
+PIXEL_TOLERANCE = 1e-6
+
+
+@dataclass
+class AttackContext:
+    """Everything an attack may use. Tensors live on the CPU; ``device`` is where to compute.
+
+    Images are float32 in [0, 1], NCHW; labels int64 in the dataset's label space. The extractor is frozen
+    (eval mode, no parameter gradients) and maps images to feature vectors.
+    """
+
+    extractor: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    f_train: torch.Tensor  # clean training features
+    f_test: torch.Tensor  # clean test features
+    head: LinearHead  # clean head, fitted on (f_train, y_train)
+    fit_head: Callable[[torch.Tensor, torch.Tensor], LinearHead]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    feature_batch_size: int = 512
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the cell's seed, so attacks are repeatable."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+
+    def features(self, x: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Features of images ``x``; batched on ``device``; returned on ``x``'s device unless ``grad``."""
+        if grad:
+            return self.extractor(x)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), self.feature_batch_size):
+                out.append(self.extractor(x[i : i + self.feature_batch_size].to(self.device)).float().to(x.device))
+        return torch.cat(out) if out else torch.empty(0, self.f_train.shape[1])
+
+
+@dataclass
+class PoisonTrial:
+    """One poisoned training set, described by the rows it replaces.
+
+    Untargeted attacks return one trial; targeted attacks return one per target, each refitted and judged on its
+    own. Image-space attacks fill ``x``; feature-space attacks (an upper bound on what an attacker who controls
+    features could do) fill ``features`` instead.
+    """
+
+    indices: torch.Tensor  # (M,) int64 rows of the clean training set that are replaced
+    y: torch.Tensor  # (M,) int64 their labels after poisoning
+    x: torch.Tensor | None = None  # (M, C, H, W) their images after poisoning
+    features: torch.Tensor | None = None  # (M, D) their feature vectors (feature-space attacks only)
+    target_index: int | None = None  # targeted: row of the test set that is attacked
+    target_label: int | None = None  # targeted: its true label
+    adversarial_label: int | None = None  # targeted: the label the attacker wants it to get
+
+
+@dataclass
+class PoisonResult:
+    trials: list[PoisonTrial]
+    targeted: bool = False
+    space: str = "image"  # "image" or "feature"
+    info: dict[str, float] = field(default_factory=dict)  # extra metrics the attack wants logged
+
+
+@dataclass
+class BudgetReport:
+    """What the budget check measured on one trial (or the worst over trials)."""
+
+    linf: float
+    mean_linf: float
+    pixel_min: float
+    pixel_max: float
+    changed: int
+    eps: float
+    max_changed: int | None
+    passed: bool
+
+    def line(self) -> str:
+        state = "passed" if self.passed else "FAILED"
+        cap = "" if self.max_changed is None else f" <= {self.max_changed}"
+        return (
+            f"budget check {state}: max L-inf {self.linf:.6f} <= eps {self.eps:.6f}, pixels in "
+            f"[{self.pixel_min:.4f}, {self.pixel_max:.4f}] within [0, 1], changed samples {self.changed}{cap}"
+        )
+
+
+class Attack:
+    """Base class of every poisoning attack.
+
+    Subclasses set ``name``, ``description``, ``Params`` (a ``benchmark.registry.Params`` model) and implement
+    ``forward``. ``budget_eps`` is the L-inf radius the poisons are checked against (0 for label-only attacks);
+    ``max_poisons`` the number of training rows an attack may change (None: unbounded).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = Params
+    targeted: ClassVar[bool] = False
+    space: ClassVar[str] = "image"
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as err:
+            raise ParamError(f"attack '{self.name}': {format_validation_error(err)}") from None
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Checks spanning several parameters; raise ParamError with a clear message."""
+
+    @property
+    def budget_eps(self) -> float:
+        return float(getattr(self.params, "eps", 0.0))
+
+    def max_poisons(self, n_train: int) -> int | None:
+        return None
+
+    def task_classes(self) -> list[int] | None:
+        """Labels the attack's task is restricted to (e.g. a binary task), or None for all classes."""
+        return None
+
+    def forward(self, ctx: AttackContext) -> PoisonResult:
+        raise NotImplementedError
+
+    def __call__(self, ctx: AttackContext) -> PoisonResult:
+        return self.forward(ctx)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
+
+
+def check_budget(
+    x_clean: torch.Tensor,
+    result: PoisonResult,
+    eps: float,
+    max_changed: int | None = None,
+    n_train: int | None = None,
+) -> BudgetReport:
+    """Check every trial against the budget; raise BudgetError on a violation, else return the report.
+
+    Image-space: L-inf distance to the original rows <= eps + 1e-6 and pixels in [0, 1]. Every space: indices
+    valid and unique, count of changed rows <= ``max_changed``. The report is logged either way.
+    """
+    worst_linf, sum_linf, n_rows = 0.0, 0.0, 0
+    pmin, pmax, changed = 0.0, 1.0, 0
+    n_train = len(x_clean) if n_train is None else n_train
+    problems: list[str] = []
+    first = True
+    for t, trial in enumerate(result.trials):
+        idx = trial.indices
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_train):
+            problems.append(f"trial {t}: indices outside the training set")
+            continue
+        if idx.unique().numel() != idx.numel():
+            problems.append(f"trial {t}: repeated indices")
+        if len(trial.y) != len(idx):
+            problems.append(f"trial {t}: {len(trial.y)} labels for {len(idx)} indices")
+        changed = max(changed, int(idx.numel()))
+        if result.space == "image":
+            if trial.x is None or len(trial.x) != len(idx):
+                problems.append(f"trial {t}: image-space attack without one image per index")
+                continue
+            if idx.numel() == 0:
+                continue
+            delta = (trial.x.float() - x_clean[idx].float()).abs().flatten(1).amax(dim=1)
+            worst_linf = max(worst_linf, float(delta.max()))
+            sum_linf += float(delta.sum())
+            n_rows += int(delta.numel())
+            lo, hi = float(trial.x.min()), float(trial.x.max())
+            pmin, pmax = (lo, hi) if first else (min(pmin, lo), max(pmax, hi))
+            first = False
+            if not torch.isfinite(trial.x).all():
+                problems.append(f"trial {t}: non-finite pixels")
+    if result.space == "image":
+        if worst_linf > eps + PIXEL_TOLERANCE:
+            problems.append(f"L-inf {worst_linf:.6f} exceeds eps {eps:.6f}")
+        if pmin < -PIXEL_TOLERANCE or pmax > 1 + PIXEL_TOLERANCE:
+            problems.append(f"pixels in [{pmin:.4f}, {pmax:.4f}] leave [0, 1]")
+    if max_changed is not None and changed > max_changed:
+        problems.append(f"{changed} changed samples exceed the budget of {max_changed}")
+    report = BudgetReport(
+        linf=worst_linf,
+        mean_linf=sum_linf / n_rows if n_rows else 0.0,
+        pixel_min=pmin,
+        pixel_max=pmax,
+        changed=changed,
+        eps=eps,
+        max_changed=max_changed,
+        passed=not problems,
+    )
+    if result.space == "feature":
+        log.info("budget check (feature-space attack, no pixel budget): changed samples %d", changed)
+    else:
+        log.info(report.line())
+    if problems:
+        raise BudgetError("poison budget violated: " + "; ".join(problems))
+    return report
+
+
+def apply_trial(x: torch.Tensor | None, y: torch.Tensor, trial: PoisonTrial) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The full poisoned training set of one trial (copies; inputs are never mutated)."""
+    y2 = y.clone()
+    y2[trial.indices] = trial.y
+    if x is None or trial.x is None:
+        return x, y2
+    x2 = x.clone()
+    x2[trial.indices] = trial.x.to(x2.dtype)
+    return x2, y2
+
+
+def register(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: add an attack to the registry under ``cls.name``."""
+    from benchmark.registry import REGISTRY
+
+    REGISTRY.add_attack_class(cls)
+    return cls

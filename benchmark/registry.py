@@ -1,0 +1,167 @@
+"""Named components (datasets, backbones, defenses, attacks, heads) and their parameter schemas.
+
+Every component has a pydantic model of its parameters (unknown keys are errors, defaults carry a source in a
+comment where they come from the paper or its code), a one-line description, and a factory. Third-party attacks
+register through the ``benchmark.attacks`` entry-point group, or are named in a suite as ``module:Class``
+(which imports and runs that module: only use paths you trust).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from benchmark.errors import ParamError
+
+KINDS = ("dataset", "backbone", "defense", "attack", "head")
+ENTRY_POINT_GROUP = "benchmark.attacks"
+
+
+class Params(BaseModel):
+    """Base of every component's parameter model: strict about unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    pass
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    description: str
+    params: type[BaseModel]
+    factory: Any  # a class or a function; what it takes depends on the kind
+
+    def validate(self, params: dict[str, Any] | None) -> BaseModel:
+        """Resolve ``params`` against the schema; raise ParamError naming the bad key."""
+        try:
+            return self.params(**(params or {}))
+        except ValidationError as err:
+            raise ParamError(f"{self.kind} '{self.name}': {format_validation_error(err)}") from None
+
+    def defaults(self) -> dict[str, Any]:
+        out = {}
+        for key, field in self.params.model_fields.items():
+            out[key] = "(required)" if field.is_required() else field.get_default(call_default_factory=True)
+        return out
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line: the first failing key path, what was expected, and what was given."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    path = ".".join(p for p in (prefix, loc) if p)
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    given = first.get("input")
+    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path or '<root>'}: {msg}{shown}{more}"
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+        self._entry_points_loaded = False
+
+    def add(self, kind: str, name: str, description: str, params: type[BaseModel], factory: Any) -> Component:
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}")
+        comp = Component(kind, name, description, params, factory)
+        self._items[kind][name] = comp
+        return comp
+
+    def register(self, kind: str, name: str, description: str, params: type[BaseModel] = NoParams) -> Callable:
+        """Decorator form of ``add``."""
+
+        def deco(obj: Any) -> Any:
+            self.add(kind, name, description, params, obj)
+            return obj
+
+        return deco
+
+    def get(self, kind: str, name: str) -> Component:
+        _load_builtins()
+        if kind == "attack":
+            self._load_entry_points()
+            if ":" in name and name not in self._items[kind]:
+                return self._load_path(name)
+        try:
+            return self._items[kind][name]
+        except KeyError:
+            known = ", ".join(sorted(self._items[kind]))
+            raise ParamError(f"unknown {kind} '{name}'; known: {known}") from None
+
+    def names(self, kind: str) -> list[str]:
+        _load_builtins()
+        if kind == "attack":
+            self._load_entry_points()
+        return sorted(self._items[kind])
+
+    def items(self, kind: str) -> Iterator[Component]:
+        for name in self.names(kind):
+            yield self._items[kind][name]
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                cls = ep.load()
+            except Exception as err:  # a broken plugin must not break the benchmark
+                import warnings
+
+                warnings.warn(f"could not load attack entry point {ep.name!r}: {err}", stacklevel=2)
+                continue
+            self.add_attack_class(cls, name=ep.name)
+
+    def _load_path(self, path: str) -> Component:
+        module_name, _, attr = path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ParamError(f"attack path '{path}' cannot be imported: {err}") from None
+        return self.add_attack_class(cls, name=path)
+
+    def add_attack_class(self, cls: Any, name: str | None = None) -> Component:
+        """Register an ``adapters.base.Attack`` subclass under its ``name`` (or the one given)."""
+        from adapters.base import Attack
+
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
+            raise ParamError(f"attack '{name or cls}' is not a subclass of adapters.base.Attack")
+        return self.add("attack", name or cls.name, cls.description, cls.Params, cls)
+
+
+REGISTRY = Registry()
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the modules that register built-in components (once, lazily, to keep start-up fast)."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+BUILTIN_MODULES = [
+    "benchmark.data",
+    "benchmark.models",
+    "benchmark.training",
+    "benchmark.heads",
+    "adapters",
+]
