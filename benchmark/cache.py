@@ -1,0 +1,123 @@
+"""Content-addressed store of trained backbones and extracted features.
+
+Entries are keyed by a hash of everything that determines them (see ``cell.py``), written atomically (temp file
+then rename, so a crash never leaves a half-written entry under the final name), checksummed (sha256 in a sidecar
+file; a truncated or corrupt entry is reported, deleted and rebuilt, never loaded), and read back with
+``torch.load(weights_only=True)`` so a cache file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.errors import BenchmarkError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(".cache") / "benchmark"
+
+
+def cache_root(explicit: str | Path | None = None) -> Path:
+    """--cache-dir, else $BENCHMARK_CACHE, else ./.cache/benchmark."""
+    return Path(explicit or os.environ.get("BENCHMARK_CACHE") or DEFAULT_CACHE)
+
+
+@dataclass
+class CacheEntry:
+    kind: str
+    key: str
+    path: Path
+    size: int
+    meta: dict[str, Any]
+
+
+class Cache:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = cache_root(root)
+
+    def _path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.pt"
+
+    def load(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The stored object, or None when absent or corrupt (a corrupt entry is logged and removed)."""
+        path = self._path(kind, key)
+        if not path.exists():
+            return None
+        sidecar = path.with_suffix(".json")
+        try:
+            data = path.read_bytes()
+            meta = json.loads(sidecar.read_text())
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # corrupt, truncated, missing sidecar: rebuild rather than trust
+            log.warning("cache entry %s/%s is corrupt (%s); it will be rebuilt", kind, key, err)
+            for p in (path, sidecar):
+                p.unlink(missing_ok=True)
+            return None
+
+    def save(self, kind: str, key: str, obj: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+        path = self._path(kind, key)
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        data = buf.getvalue()
+        info = dict(meta or {}, sha256=hashlib.sha256(data).hexdigest(), kind=kind, key=key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, data)
+            # the sidecar is written last: an entry without it is incomplete and treated as corrupt
+            _atomic_write(path.with_suffix(".json"), json.dumps(info, sort_keys=True, default=str).encode())
+        except OSError as err:
+            raise BenchmarkError(f"cannot write cache entry {path}: {err.strerror or err}") from None
+        return path
+
+    def entries(self) -> list[CacheEntry]:
+        out = []
+        if not self.root.exists():
+            return out
+        for sidecar in sorted(self.root.glob("*/*.json")):
+            try:
+                meta = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                meta = {}
+            pt = sidecar.with_suffix(".pt")
+            out.append(
+                CacheEntry(sidecar.parent.name, sidecar.stem, pt, pt.stat().st_size if pt.exists() else 0, meta)
+            )
+        return out
+
+    def clear(self, kind: str | None = None) -> int:
+        """Remove entries (of one kind, or all); returns how many were removed."""
+        n = 0
+        for entry in self.entries():
+            if kind is None or entry.kind == kind:
+                entry.path.unlink(missing_ok=True)
+                entry.path.with_suffix(".json").unlink(missing_ok=True)
+                n += 1
+        if kind is None and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+        return n
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,201 @@
+"""The command line: run, validate, list, report, ui, cache.
+
+User errors (a bad suite, a missing dataset, an unreachable store) print one line and exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+
+EPILOG = "Results land in MLflow; open them with `python -m benchmark ui`."
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a suite: every cell of its grid becomes an MLflow run", epilog=EPILOG)
+    p.add_argument("suite", help="suite YAML file, e.g. suites/smoke.yaml")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded grid and the cell count; run nothing")
+    p.add_argument(
+        "--only", action="append", metavar="KEY=VALUE", help="run a slice: KEY is dataset|backbone|defense|attack|seed; "
+        "comma-separated values; repeatable (all must match)"
+    )
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="overrides the suite's device")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
+    p.add_argument("--rerun", action="store_true", help="start a new parent run and rerun every cell")
+    p.add_argument("--resume", action="store_true", help="skip cells already FINISHED in the suite's latest parent "
+                   "run (the default; kept for explicitness)")
+    p.add_argument("--executor", choices=("local", "ray"), help="overrides the suite's executor")
+    p.add_argument("--address", help="address of an existing Ray cluster (with --executor ray)")
+    p.add_argument("--cache-dir", help="cache of trained backbones and features (default: $BENCHMARK_CACHE or "
+                   "./.cache/benchmark)")
+    p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmark import progress
+    from benchmark.runner import print_table, run_suite
+    from benchmark.suite import expand, load_suite, parse_only
+
+    if args.dry_run:
+        suite = load_suite(args.suite)
+        cells = expand(suite, parse_only(args.only))
+        for cell in cells:
+            print(f"{cell.key}  {cell.title()}")
+        print(f"{len(cells)} cells")
+        from benchmark.estimate import estimate_lines
+
+        for line in estimate_lines(suite, cells, args.device):
+            print(line)
+        return 0
+    progress.set_enabled(False if args.quiet else None)
+    if args.data_root:
+        os.environ["BENCHMARK_DATA"] = args.data_root
+    summary = run_suite(
+        args.suite,
+        only=args.only,
+        device=args.device,
+        tracking_uri=args.tracking_uri,
+        resume=not args.rerun,
+        executor=args.executor,
+        address=args.address,
+        cache_dir=args.cache_dir,
+        data_root=args.data_root,
+        progress=progress.enabled(),
+    )
+    print_table(summary)
+    print(
+        f"results: MLflow store {summary.tracking_uri}, parent run {summary.parent_run_id}; "
+        f"open with `python -m benchmark ui`"
+    )
+    if summary.failed:
+        print(f"{summary.failed} of {len(summary.records)} cells FAILED (see their runs' error.txt)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from benchmark.suite import expand, load_suite
+
+    suite = load_suite(args.suite)
+    print(f"{args.suite}: valid suite '{suite.name}', {len(expand(suite))} cells")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.registry import KINDS, REGISTRY
+
+    for kind in KINDS:
+        if args.kind and kind != args.kind:
+            continue
+        print(f"{kind}s:")
+        for comp in REGISTRY.items(kind):
+            print(f"  {comp.name:<24} {comp.description}")
+            for key, value in comp.defaults().items():
+                print(f"      {key} = {value!r}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from benchmark.report import main as report_main
+    except ImportError:
+        print("report: not implemented yet (tracked by its own issue); open the runs with `python -m benchmark ui`")
+        return 1
+    return report_main(args)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from benchmark.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(args.tracking_uri)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from benchmark.cache import Cache
+
+    cache = Cache(args.cache_dir)
+    if args.action == "list":
+        entries = cache.entries()
+        for e in entries:
+            desc = ", ".join(f"{k}={v}" for k, v in sorted(e.meta.items()) if k not in ("sha256", "kind", "key"))
+            print(f"{e.kind:<9} {e.key}  {e.size / 1e6:8.2f} MB  {desc}")
+        print(f"{len(entries)} entries under {cache.root}")
+    else:
+        n = cache.clear(args.kind)
+        print(f"removed {n} entries from {cache.root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="Benchmark of poisoning attacks against robust (adversarially trained) features.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    p = sub.add_parser("validate", help="check a suite file without running it")
+    p.add_argument("suite")
+    p = sub.add_parser("list", help="list attacks, defenses, datasets, backbones and heads with their parameters")
+    p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head"))
+    p = sub.add_parser("report", help="tables and plots from the MLflow runs of a suite")
+    p.add_argument("--suite", help="suite name (its MLflow experiment)")
+    p.add_argument("--run-id", help="a parent run id")
+    p.add_argument("--out", default="reports", help="output folder (default: reports/)")
+    p.add_argument("--tracking-uri")
+    p = sub.add_parser("ui", help="start the MLflow UI over the project's store")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p = sub.add_parser("cache", help="list or clear cached backbones and features")
+    p.add_argument("action", choices=("list", "clear"))
+    p.add_argument("--kind", choices=("backbone", "features"), help="with clear: only this kind")
+    p.add_argument("--cache-dir")
+    return parser
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "list": _cmd_list,
+    "report": _cmd_report,
+    "ui": _cmd_ui,
+    "cache": _cmd_cache,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The MLflow layout: one experiment per suite, one parent run per invocation, one nested child run per cell.
+
+Only the driver process writes here (executors return records), which keeps sqlite consistent and makes
+"nothing lost, nothing duplicated" a property of this module alone. A child run is created RUNNING when its cell
+starts and gets all of its metrics in one batch when the cell ends, so a run killed mid-cell never leaves a
+FINISHED run with partial metrics; the next invocation marks such orphans KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from benchmark.errors import BenchmarkError
+
+T = TypeVar("T")
+
+ROLE = "benchmark.role"
+CELL_KEY = "benchmark.cell_key"
+SUITE = "benchmark.suite"
+PARENT = "mlflow.parentRunId"
+
+
+def default_tracking_uri(explicit: str | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite under ./mlruns."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path.cwd() / "mlruns"
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _local_sqlite_dir(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).parent
+    return None
+
+
+def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
+    """sqlite allows one writer at a time: two `benchmark run` processes retry instead of losing a write."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as err:
+            if "locked" not in str(err).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.25 + 0.05 * i)
+    raise AssertionError("unreachable")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist, key in (
+        ("torch", "torch"),
+        ("torchvision", "torchvision"),
+        ("torchattacks", "torchattacks"),
+        ("adversarial-robustness-toolbox", "art"),
+        ("scikit-learn", "sklearn"),
+        ("mlflow", "mlflow"),
+        ("numpy", "numpy"),
+    ):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = "not installed"
+    return out
+
+
+def backend_flags() -> dict[str, str]:
+    import torch
+
+    return {
+        "cudnn.deterministic": str(torch.backends.cudnn.deterministic),
+        "cudnn.benchmark": str(torch.backends.cudnn.benchmark),
+        "cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32),
+        "deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()),
+        "num_threads": str(torch.get_num_threads()),
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    def __init__(self, uri: str | None = None) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = default_tracking_uri(uri)
+        local = _local_sqlite_dir(self.uri)
+        try:
+            if local is not None:
+                local.mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri)
+            _retry(lambda: self.client.search_experiments(max_results=1))
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BenchmarkError(f"tracking URI {self.uri} cannot be reached: {first[:200]}") from None
+        self.artifact_root = local / "artifacts" if local is not None else None
+
+    # experiments and parents
+    def experiment_id(self, suite_name: str) -> str:
+        exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
+        if exp is not None:
+            return exp.experiment_id
+        location = (self.artifact_root / suite_name).resolve().as_uri() if self.artifact_root else None
+        try:
+            return _retry(lambda: self.client.create_experiment(suite_name, artifact_location=location))
+        except Exception:  # another process created it first
+            exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def latest_parent(self, experiment_id: str) -> str | None:
+        runs = _retry(
+            lambda: self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{ROLE}` = 'parent'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_parent(
+        self, suite_name: str, suite_path: Path, device: str, extra: dict[str, Any], resume: bool
+    ) -> tuple[str, bool]:
+        """The parent run to log into: the suite's latest one when resuming, else a new one."""
+        exp = self.experiment_id(suite_name)
+        if resume:
+            parent = self.latest_parent(exp)
+            if parent is not None:
+                _retry(lambda: self.client.update_run(parent, status="RUNNING"))
+                return parent, True
+        tags = {ROLE: "parent", SUITE: suite_name, "mlflow.source.git.commit": git_commit()}
+        run = _retry(
+            lambda: self.client.create_run(exp, run_name=f"{suite_name} {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags)
+        )
+        rid = run.info.run_id
+        params = {"suite": suite_name, "device": device, "git_commit": tags["mlflow.source.git.commit"]}
+        params.update({f"version.{k}": v for k, v in library_versions().items()})
+        params.update({f"torch.backends.{k}": v for k, v in backend_flags().items()})
+        params.update(extra)
+        self._log_params(rid, params)
+        _retry(lambda: self.client.log_artifact(rid, str(suite_path)))
+        return rid, False
+
+    def end_parent(self, run_id: str, failed: int, total: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric("cells_failed", failed, now, 0), Metric("cells_total", total, now, 0)]
+        _retry(lambda: self.client.log_batch(run_id, metrics=metrics))
+        _retry(lambda: self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED"))
+
+    def kill_parent(self, run_id: str) -> None:
+        _retry(lambda: self.client.set_terminated(run_id, "KILLED"))
+
+    # children
+    def children(self, parent_id: str, experiment_id: str) -> list[Any]:
+        return _retry(
+            lambda: self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'", max_results=50000
+            )
+        )
+
+    def finished_keys(self, parent_id: str, experiment_id: str) -> dict[str, str]:
+        return {
+            r.data.tags[CELL_KEY]: r.info.run_id
+            for r in self.children(parent_id, experiment_id)
+            if r.info.status == "FINISHED" and CELL_KEY in r.data.tags
+        }
+
+    def mark_orphans(self, parent_id: str, experiment_id: str) -> int:
+        """RUNNING children whose process is gone (killed) become KILLED; returns how many."""
+        n = 0
+        host = socket.gethostname()
+        for r in self.children(parent_id, experiment_id):
+            if r.info.status != "RUNNING":
+                continue
+            tags = r.data.tags
+            if tags.get("benchmark.host") == host and _pid_alive(int(tags.get("benchmark.pid", "0"))):
+                continue
+            _retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
+            n += 1
+        return n
+
+    def start_child(self, parent_id: str, experiment_id: str, cell: Any) -> str:
+        tags = {
+            PARENT: parent_id,
+            ROLE: "cell",
+            CELL_KEY: cell.key,
+            SUITE: cell.suite,
+            "benchmark.pid": str(os.getpid()),
+            "benchmark.host": socket.gethostname(),
+            **cell.tags(),
+        }
+        run = _retry(lambda: self.client.create_run(experiment_id, run_name=cell.title(), tags=tags))
+        rid = run.info.run_id
+        self._log_params(rid, cell.flat_params())
+        return rid
+
+    def finish_child(self, run_id: str, record: Any, status: str | None = None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items()]
+        for name, values in record.curves.items():
+            metrics += [Metric(f"curve.{name}", float(v), now, step) for step, v in enumerate(values)]
+        tags = [RunTag("benchmark.status", record.status)]
+        if record.error:
+            tags.append(RunTag("benchmark.error", record.error[:4900]))
+        extra_params = {k: v for k, v in record.params.items() if k in ("budget_check", "robust_eps_used")}
+        for i in range(0, len(metrics), 900):
+            chunk = metrics[i : i + 900]
+            _retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+        _retry(lambda: self.client.log_batch(run_id, tags=tags, params=[Param(k, str(v)) for k, v in extra_params.items()]))
+        artifacts = dict(record.artifacts)
+        if record.logs:
+            artifacts["cell_log.txt"] = ("\n".join(record.logs) + "\n").encode()
+        if record.error:
+            artifacts["error.txt"] = (record.error + "\n").encode()
+        if artifacts:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, data in artifacts.items():
+                    (Path(tmp) / name).write_bytes(data)
+                _retry(lambda: self.client.log_artifacts(run_id, tmp))
+        _retry(lambda: self.client.set_terminated(run_id, status or record.status))
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 90):
+            chunk = items[i : i + 90]
+            _retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+
+
+def _param_str(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 6000 else s[:5990] + "..."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
