@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from benchmark.data.base import DataSpec
 from benchmark.errors import ParamError, SuiteError
 from benchmark.hashing import stable_hash
 from benchmark.registry import REGISTRY, format_validation_error
@@ -31,27 +32,6 @@ class Strict(BaseModel):
 class ComponentSpec(Strict):
     name: str | None = None  # registry name; the label when omitted
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-class DataSpec(Strict):
-    """One dataset in one role (external data the backbone learns from, or target data the head is fitted on)."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    classes: list[int] | None = None
-    train_limit: int | None = Field(None, gt=0)
-    test_limit: int | None = Field(None, gt=0)
-    channels: Literal["grey", "rgb"] | None = None
-    image_size: int | None = Field(32, gt=0)
-
-    @field_validator("classes")
-    @classmethod
-    def _non_empty(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(v) == 0:
-            raise ValueError("class subset is empty; list at least one class or leave it out")
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError("class subset repeats a class")
-        return v
 
 
 class TaskSpec(Strict):
