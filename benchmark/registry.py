@@ -59,7 +59,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     path = ".".join(p for p in (prefix, loc) if p)
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "missing":
@@ -67,7 +67,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     given = first.get("input")
     shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{path or '<root>'}: {msg}{shown}{more}"
+    return f"{path}: {msg}{shown}{more}" if path else f"{msg}{more}"
 
 
 class Registry:

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist_subset.npz"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_stores(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache and MLflow store unless it sets them itself."""
+    base = tmp_path_factory.mktemp("stores")
+    monkeypatch.setenv("BENCHMARK_CACHE", str(base / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}")
+    monkeypatch.setenv("BENCHMARK_DATA", str(base / "data"))
+
+
+@pytest.fixture
+def smoke_dict() -> dict:
+    return yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
+
+
+def write_suite(tmp_path: Path, data: dict, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(copy.deepcopy(data), sort_keys=False))
+    return path
+
+
+def mnist_path() -> Path:
+    if not SHARED_MNIST.exists():
+        pytest.skip(f"real MNIST subset not found at {SHARED_MNIST} (it ships in ../shared/data beside the repo)")
+    return SHARED_MNIST
