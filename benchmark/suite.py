@@ -56,7 +56,8 @@ class ReferenceSpec(Strict):
     match: dict[str, Any]
     metric: str
     value: float
-    source: str = ""
+    source: str = ""  # where the number comes from, e.g. "paper Table 2"
+    table: str = ""  # the report groups references with the same table id into one published-vs-measured table
 
 
 class ResourcesSpec(Strict):
