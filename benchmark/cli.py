@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except BenchmarkError as err:

@@ -109,6 +109,10 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = default_tracking_uri(uri)
+        # MLflow's default HTTP retries back off for minutes; an unreachable server should fail fast
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         local = _local_sqlite_dir(self.uri)
         try:
             if local is not None:
