@@ -1,0 +1,66 @@
+"""The README's "adding an attack" example, run from outside the package through the CLI."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, write_suite
+
+
+def readme_attack_code() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Adding an attack", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def tiny_suite(smoke_dict: dict) -> dict:
+    d = copy.deepcopy(smoke_dict)
+    d["name"] = "plugin"
+    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
+    d["datasets"]["synthetic"]["external"]["params"].update(n_train=200, n_test=50)
+    d["datasets"]["synthetic"]["target"]["params"].update(n_train=100, n_test=60)
+    d["attacks"] = {"noise": {"name": "my_attacks:UniformNoise", "params": {"eps": 0.05, "fraction": 0.2}}}
+    return d
+
+
+def test_readme_attack_runs_through_the_cli(tmp_path, smoke_dict):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "my_attacks.py").write_text(readme_attack_code())
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir), "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark", "run", str(suite), "--quiet"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("plugin")
+    (child,) = client.search_runs([exp.experiment_id], filter_string="tags.`benchmark.role` = 'cell'")
+    assert child.info.status == "FINISHED"
+    assert child.data.params["attack"] == "my_attacks:UniformNoise"
+    assert child.data.params["budget_check"] == "passed"
+    assert child.data.metrics["poisons_per_trial"] == 20
+    assert 0 < child.data.metrics["perturbation_linf_max"] <= 0.05 + 1e-6
+
+
+def test_readme_attack_with_a_bad_parameter_is_refused(tmp_path, smoke_dict):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "my_attacks.py").write_text(readme_attack_code())
+    d = tiny_suite(smoke_dict)
+    d["attacks"]["noise"]["params"]["eps"] = 2.0
+    suite = write_suite(tmp_path, d)
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark", "validate", str(suite)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "attacks.noise.params.eps: Input should be less than or equal to 1" in proc.stderr
