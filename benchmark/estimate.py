@@ -1,9 +1,230 @@
-"""A rough GPU/CPU time estimate for --dry-run, from measured throughputs (see docs/performance.md)."""
+"""A rough time estimate of a suite for ``run --dry-run``, from per-image costs and stated throughputs.
+
+The model: every cost is a number of forward+backward passes of one 32x32 image through a backbone, divided by
+that backbone's throughput; a forward-only pass counts as a third of one (the usual backward ~ 2x forward rule).
+
+- training, once per distinct backbone cache key (external data x backbone x defense x seed, exactly the cache's
+  key, so cells sharing a backbone count it once): external training images x max_epochs x (1 + attack steps
+  per image: FGSM 1, PGD ``steps``), plus a forward pass over the external test set. ``max_epochs`` is an upper
+  bound: early stopping at ``stop_at`` can end training sooner.
+- features, once per distinct feature cache key: a forward pass over the target train and test images.
+- attacks, per cell: optimisation steps x images optimised (x targets for targeted attacks).
+- evaluation, per cell: the robust-accuracy PGD (``robust_steps`` x ``robust_samples``).
+- heads, per cell: one clean fit plus one refit per trial, from a per-(sample x feature x class) cost.
+
+Throughputs are constants below with their source; the GPU ones are assumptions (no GPU was available when this
+was written): replace them by measurements (docs/performance.md) when you have them.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 from benchmark.suite import Cell, Suite
+
+# Forward+backward images per second, 32x32 inputs.
+# GPU (H100, bf16 autocast, channels_last, batch 64): ASSUMED, not measured. VGG13 is ~0.46 GFLOP forward at 32x32
+# (1.4 GFLOP fwd+bwd), so the compute bound is far above these; at batch 64 kernel launches dominate.
+GPU_NAME = "H100"
+GPU_IMAGES_PER_SECOND = {"vgg13": 20_000.0, "resnet18": 8_000.0, "small_cnn": 50_000.0}
+# CPU (2 cores): VGG13 measured, ~25 training images/s under PGD-7 = 8 fwd+bwd passes each -> 200 img/s.
+# ResNet-18 scaled by its throughput ratio to VGG13 measured side by side on the same 2 (shared) cores (0.4x, also
+# its FLOP ratio). small_cnn (width 16): assumed 1,500; side by side it ran 16x VGG13 (3,200), but its per-batch
+# overheads (optimizer, data shuffling) weigh more than for VGG13, and the smoke suite trained slower than that.
+CPU_IMAGES_PER_SECOND = {"vgg13": 200.0, "resnet18": 80.0, "small_cnn": 1_500.0}
+DISPLAY = {"vgg13": "VGG13", "resnet18": "ResNet-18", "small_cnn": "small CNN"}
+DEFAULT_BACKBONE = "vgg13"  # a backbone not listed (a plugin) is costed like VGG13
+FORWARD_FRACTION = 1 / 3  # a forward pass costs about a third of forward+backward
+# LinearSVC (liblinear, one core): seconds per (training sample x feature dimension x one-vs-rest class), measured
+# ~5e-8 on synthetic 512-d ReLU features on a shared 2-core CPU; unscaled real features can take several times more.
+HEAD_SECONDS_PER_UNIT = 5e-8
+# Dataset sizes (train, test, classes) where they are known without loading anything.
+KNOWN_SIZES = {
+    "cifar10": (50_000, 10_000, 10),
+    "cifar100": (50_000, 10_000, 100),
+    "svhn": (73_257, 26_032, 10),
+    "mnist": (60_000, 10_000, 10),
+    "digits": (1_437, 360, 10),
+}
+TARGETED_PREFIXES = ("poison_frog", "art_feature_collision", "art_bullseye_polytope")
+
+
+@dataclass
+class Estimate:
+    """Seconds per category, and what was counted."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    backbones: int = 0
+    feature_sets: int = 0
+    cells: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass(frozen=True)
+class _Size:
+    train: int
+    test: int
+    classes: int
+
+
+def _data_size(spec: Any) -> _Size:
+    """Image counts of a DataSpec after its class subset and limits (balanced classes assumed where unknown)."""
+    params = spec.params or {}
+    if spec.name == "npz":
+        train, test, k = _npz_size(params.get("path", ""), spec.classes)
+    elif spec.name == "synthetic":
+        k = int(params.get("num_classes", 4))
+        frac = len(spec.classes) / k if spec.classes else 1.0
+        train, test = int(params.get("n_train", 512) * frac), int(params.get("n_test", 256) * frac)
+        k = len(spec.classes) if spec.classes else k
+    else:
+        n_train, n_test, total = KNOWN_SIZES.get(spec.name, (50_000, 10_000, 10))
+        frac = len(spec.classes) / total if spec.classes else 1.0
+        train, test = int(n_train * frac), int(n_test * frac)
+        k = len(spec.classes) if spec.classes else total
+    if spec.train_limit is not None:
+        train = min(train, spec.train_limit)
+    if spec.test_limit is not None:
+        test = min(test, spec.test_limit)
+    return _Size(train, test, max(k, 1))
+
+
+def _npz_size(path: str, classes: list[int] | None) -> tuple[int, int, int]:
+    import numpy as np
+
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = Path.cwd() / p
+    try:
+        with np.load(p, allow_pickle=False) as f:  # only the label arrays are read
+            y_train, y_test = f["y_train"], f["y_test"]
+    except Exception:
+        return 10_000, 2_000, len(classes) if classes else 10  # file absent here: a guess, the run will tell
+    if classes:
+        return int(np.isin(y_train, classes).sum()), int(np.isin(y_test, classes).sum()), len(classes)
+    return len(y_train), len(y_test), len(np.unique(y_train))
+
+
+def _rate(table: dict[str, float], backbone: str) -> float:
+    return table.get(backbone, table[DEFAULT_BACKBONE])
+
+
+def _training_passes(cell: Cell, ext: _Size) -> float:
+    p = cell.defense.params
+    per_image = 1 + {"naive": 0, "fgsm": 1}.get(cell.defense.name, int(p.get("steps", 0) or 0))
+    return ext.train * int(p.get("max_epochs", 1)) * per_image + ext.test * FORWARD_FRACTION
+
+
+def _attack_passes(cell: Cell, tgt: _Size) -> tuple[float, int, int, int]:
+    """(fwd+bwd passes, head refits, training rows and one-vs-rest classes of each head) for this cell's attack."""
+    name, p = cell.attack.name, cell.attack.params
+    binary = bool(p.get("binary", False)) and "target_class" in p
+    rows = tgt.train * 2 / tgt.classes if binary else tgt.train
+    k = 1 if binary or tgt.classes == 2 else tgt.classes  # a binary head has one decision function
+    iters = int(p.get("steps", p.get("max_iter", 0)) or 0)
+    if name == "poison_frog" and p.get("variant") == "code":
+        chunk = int(p.get("chunk_size", 64))
+        bases = (tgt.train // tgt.classes) // chunk * chunk
+        if p.get("max_chunks"):
+            bases = min(bases, int(p["max_chunks"]) * chunk)
+        return float(p.get("num_targets", 1)) * bases * iters, int(p.get("num_targets", 1)), int(rows), k
+    if name.startswith(TARGETED_PREFIXES) or "num_targets" in p:
+        targets = int(p.get("num_targets", 1))
+        return float(targets * int(p.get("num_poisons", 1)) * iters), targets, int(rows), k
+    if "fraction" in p:  # adv_poison: every poisoned image optimised; one more head (the target or proxy head)
+        return float(p["fraction"]) * tgt.train * iters, 2, int(rows), k
+    if "num_poisons" in p:
+        return float(int(p["num_poisons"]) * iters), 1, int(rows), k
+    return 0.0, 1, int(rows), k  # none, label_flip: no optimisation
+
+
+def _feature_dim(cell: Cell) -> int:
+    return int(cell.backbone.params.get("feature_dim", 512))
+
+
+def estimate(suite: Suite, cells: list[Cell], gpu: bool) -> Estimate:
+    """Seconds per category for ``cells`` on a GPU (``gpu``) or on the 2-core CPU."""
+    from benchmark.cell import backbone_key, feature_key  # the cache's own keys: shared backbones count once
+
+    table = GPU_IMAGES_PER_SECOND if gpu else CPU_IMAGES_PER_SECOND
+    est = Estimate(seconds={"training": 0.0, "features": 0.0, "attacks": 0.0, "evaluation": 0.0, "heads": 0.0})
+    seen_backbones: set[str] = set()
+    seen_features: set[str] = set()
+    sizes: dict[str, _Size] = {}
+
+    def size(spec: Any) -> _Size:
+        key = spec.model_dump_json()
+        if key not in sizes:
+            sizes[key] = _data_size(spec)
+        return sizes[key]
+
+    for cell in cells:
+        rate = _rate(table, cell.backbone.name)
+        ext, tgt = size(cell.external), size(cell.target)
+        bkey = backbone_key(cell)
+        if bkey not in seen_backbones:
+            seen_backbones.add(bkey)
+            est.seconds["training"] += _training_passes(cell, ext) / rate
+        fkey = feature_key(cell)
+        if fkey not in seen_features:
+            seen_features.add(fkey)
+            est.seconds["features"] += (tgt.train + tgt.test) * FORWARD_FRACTION / rate
+        passes, fits, rows, k = _attack_passes(cell, tgt)
+        est.seconds["attacks"] += passes / rate
+        ev = cell.evaluation
+        est.seconds["evaluation"] += min(ev.robust_samples, tgt.test) * ev.robust_steps / rate
+        est.seconds["heads"] += (1 + fits) * rows * _feature_dim(cell) * k * HEAD_SECONDS_PER_UNIT
+    est.backbones, est.feature_sets, est.cells = len(seen_backbones), len(seen_features), len(cells)
+    return est
+
+
+def _duration(seconds: float, unit: str) -> str:
+    hours = seconds / 3600
+    if hours >= 1:
+        return f"{hours:.1f} {unit}-hours"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} {unit}-minutes"
+    return f"{max(seconds, 0.0):.0f} {unit}-seconds"
+
+
+def _line(est: Estimate, gpu: bool, backbones: list[str]) -> str:
+    table = GPU_IMAGES_PER_SECOND if gpu else CPU_IMAGES_PER_SECOND
+    rates = ", ".join(f"{_rate(table, b):,.0f} img/s {DISPLAY.get(b, b)}" for b in backbones)
+    if gpu:
+        what = _duration(est.total, "GPU")
+        basis = f"{GPU_NAME}, assumed {rates} fwd+bwd bf16"
+    else:
+        what = _duration(est.total, "CPU")
+        if "vgg13" not in backbones:
+            measured = "assumed"
+        else:
+            measured = "measured" if backbones == ["vgg13"] else "VGG13's measured, the rest assumed"
+        basis = f"2 CPU cores, {measured}: {rates} fwd+bwd"
+    total = est.total or 1.0
+    parts = ", ".join(
+        f"{k} {100 * v / total:.0f}%" for k, v in est.seconds.items() if v > 0 and round(100 * v / total) > 0
+    )
+    return f"estimated time: {what} ({basis}) — {parts or 'nothing to run'}"
 
 
 def estimate_lines(suite: Suite, cells: list[Cell], device: str | None) -> list[str]:
-    return []
+    """The lines ``run --dry-run`` prints: the estimate on the device the run would use (both when 'auto')."""
+    choice = device or suite.device
+    kinds = {"cuda": [True], "cpu": [False]}.get(choice, [True, False])
+    backbones = list(dict.fromkeys(c.backbone.name for c in cells))
+    lines = []
+    for gpu in kinds:
+        est = estimate(suite, cells, gpu)
+        lines.append(_line(est, gpu, backbones))
+    lines.append(
+        f"counted: {est.cells} cells, {est.backbones} distinct backbones trained once each (cached), "
+        f"{est.feature_sets} feature sets; training at max_epochs (early stopping makes it an upper bound); "
+        "heads are LinearSVC fits on the CPU"
+    )
+    return lines

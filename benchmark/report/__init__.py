@@ -1,0 +1,170 @@
+"""``python -m benchmark report``: tables and figures from a suite's MLflow runs (nothing is re-run).
+
+source (read MLflow) -> aggregate (over seeds; expected vs missing vs failed) -> tables / plots -> document
+(Markdown) and html (self-contained) -> files in DIR/<suite>/, also logged under ``report/`` of the parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.report.aggregate import Aggregate, SuiteGrid, aggregate
+from benchmark.report.document import Block, Bullets, Heading, Image, Text, to_markdown_document
+from benchmark.report.html import to_html
+from benchmark.report.plots import figures
+from benchmark.report.source import RunSet, download, load_runs
+from benchmark.report.tables import failed_table, full_table, missing_lines, reference_tables
+from benchmark.tracking import _retry
+
+ARTIFACT_DIR = "report"
+FIGURES = "figures"
+GALLERY_ARTIFACT = "poison_examples.png"
+
+
+@dataclass
+class ReportResult:
+    directory: Path
+    files: list[Path]
+    parent_id: str
+    logged: bool
+    aggregate: Aggregate
+
+
+def main(args: argparse.Namespace) -> int:
+    result = build_report(
+        suite=getattr(args, "suite", None),
+        run_id=getattr(args, "run_id", None),
+        out=getattr(args, "out", None) or "reports",
+        tracking_uri=getattr(args, "tracking_uri", None),
+    )
+    agg = result.aggregate
+    print(
+        f"report: {len(agg.groups)} groups, {len(agg.failed)} failed and {len(agg.missing)} missing cells; "
+        f"wrote {result.directory / 'report.md'}, {result.directory / 'report.html'} and "
+        f"{len(result.files) - 2} figures"
+    )
+    if result.logged:
+        print(f"report: logged under '{ARTIFACT_DIR}/' of parent run {result.parent_id} (`python -m benchmark ui`)")
+    return 0
+
+
+def build_report(
+    suite: str | None = None,
+    run_id: str | None = None,
+    out: str | Path = "reports",
+    tracking_uri: str | None = None,
+    log_artifacts: bool = True,
+) -> ReportResult:
+    """Read the runs, write report.md, report.html and figures into ``out/<suite>/``, log them to the parent."""
+    rs = load_runs(tracking_uri, suite, run_id)
+    agg = aggregate(rs.runs, SuiteGrid.from_raw(rs.suite_raw))
+    outdir = Path(out) / rs.suite
+    figdir = outdir / FIGURES
+    shutil.rmtree(figdir, ignore_errors=True)  # only our own figures folder: stale gallery images must not linger
+    figdir.mkdir(parents=True, exist_ok=True)
+
+    images = [Image(f.title, f"{FIGURES}/{f.name}", f.png) for f in figures(agg)]
+    gallery = _gallery(rs, agg)
+    files = []
+    for img in images + gallery:
+        path = outdir / img.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(img.png)
+        files.append(path)
+    blocks = _document(rs, agg, images, gallery)
+    md, html = outdir / "report.md", outdir / "report.html"
+    md.write_text(to_markdown_document(blocks))
+    html.write_text(to_html(blocks, f"Report: {rs.suite}"))
+    files = [md, html, *files]
+
+    logged = False
+    if log_artifacts:
+        try:
+            _retry(lambda: rs.tracker.client.log_artifacts(rs.parent_id, str(outdir), artifact_path=ARTIFACT_DIR))
+            logged = True
+        except Exception as err:  # the files on disk are the report; the MLflow copy is a convenience
+            print(f"report: could not log the report to run {rs.parent_id}: {err}", file=sys.stderr)
+    return ReportResult(outdir, files, rs.parent_id, logged, agg)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _gallery(rs: RunSet, agg: Aggregate) -> list[Image]:
+    """One poison picture per (dataset, attack, defense): from the first backbone and seed that has one."""
+    picked: dict[tuple[str, str, str], Image] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, group in agg.groups.items():
+            dataset, backbone, defense, attack = key
+            slot = (dataset, attack, defense)
+            linf = group.stats.get("perturbation_linf_max")
+            if slot in picked or linf is None or linf.mean <= 0:  # no attack, or labels only: nothing to see
+                continue
+            for run in group.runs:
+                path = download(rs.tracker, run.run_id, GALLERY_ARTIFACT, Path(tmp))
+                if path is not None and path.is_file():
+                    name = _slug(f"{dataset}_{attack}_{defense}") + ".png"
+                    picked[slot] = Image(
+                        f"{attack} on {dataset} / {backbone} / {defense} (seed {run.seed}): original, poison, |diff|",
+                        f"{FIGURES}/gallery/{name}",
+                        path.read_bytes(),
+                    )
+                    break
+    return sorted(picked.values(), key=lambda img: img.path)
+
+
+def _document(rs: RunSet, agg: Aggregate, images: list[Image], gallery: list[Image]) -> list[Block]:
+    finished = sum(g.n for g in agg.groups.values())
+    expected = sum(agg.expected.values())
+    blocks: list[Block] = [
+        Heading(f"Report: suite {rs.suite}", 1),
+        Text(
+            f"Parent run {rs.parent_name} ({rs.parent_id}) in {rs.tracker.uri}; suite file: "
+            f"{rs.suite_file or 'not found among the parent run artifacts'}. "
+            f"{finished} finished cells"
+            + (f" of {expected} expected" if expected else "")
+            + f", {len(agg.failed)} failed, {len(agg.missing)} missing. Generated {time.strftime('%Y-%m-%d %H:%M:%S')}."
+        ),
+    ]
+    tables = reference_tables(agg)
+    if tables:
+        blocks += [
+            Heading("Published vs measured"),
+            Text(
+                "Each published number beside the measured value of the cells it belongs to: mean over seeds "
+                "± half-width of the 95% interval (n = seeds); rates and accuracies in percent, accuracy drops "
+                "in percentage points. 'missing': the cells were expected but have no finished run; 'not run': "
+                "the suite's grid has no such cell."
+            ),
+            *tables,
+        ]
+    blocks += [Heading("All groups"), full_table(agg)]
+    blocks.append(Heading("Failed and missing cells"))
+    failed = failed_table(agg)
+    if failed.rows:
+        blocks += [Text(f"Failed cells ({len(failed.rows)}): no finished run; the latest run's status, error."), failed]
+    else:
+        blocks.append(Text("Failed cells: none."))
+    if agg.grid is None:
+        blocks.append(Text("Missing cells: unknown (the suite file was not found among the parent run's artifacts)."))
+    elif agg.missing:
+        blocks += [Text(f"Missing cells ({len(agg.missing)}): expected by the suite's grid, no run."),
+                   Bullets(missing_lines(agg))]
+    else:
+        blocks.append(Text("Missing cells: none."))
+    if images:
+        blocks += [Heading("Figures"), *images]
+    if gallery:
+        blocks += [Heading("Poisons"), *gallery]
+    return blocks
+
+
+__all__ = ["ReportResult", "build_report", "main"]

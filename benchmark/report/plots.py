@@ -1,0 +1,159 @@
+"""The report's figures (matplotlib, Agg backend), each returned as PNG bytes; one panel per (dataset, backbone).
+
+- heat map of poisoned accuracy, defense x attack;
+- clean vs poisoned accuracy bars, with 95% interval error bars;
+- success rates of targeted attacks, with 95% interval error bars (Wilson's over trials for a single seed).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from benchmark.report.aggregate import Aggregate, Group, Stat
+
+
+@dataclass
+class Figure:
+    name: str  # file name
+    title: str
+    png: bytes
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: the report runs on servers and in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _panels(agg: Aggregate, groups: list[Group]) -> list[tuple[str, str]]:
+    keys = {(g.label("dataset"), g.label("backbone")) for g in groups}
+    return sorted(keys, key=lambda k: (_rank(agg, "dataset", k[0]), _rank(agg, "backbone", k[1])))
+
+
+def _rank(agg: Aggregate, axis: str, label: str) -> int:
+    order = agg.order.get(axis, [])
+    return order.index(label) if label in order else len(order)
+
+
+def _in_order(agg: Aggregate, axis: str, labels: set[str]) -> list[str]:
+    return sorted(labels, key=lambda v: (_rank(agg, axis, v), v))
+
+
+def _axes(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _err(stats: list[Stat | None], scale: float = 100.0) -> tuple[list[float], list[list[float]]]:
+    means, lo, hi = [], [], []
+    for s in stats:
+        if s is None:
+            means.append(math.nan)
+            lo.append(0.0)
+            hi.append(0.0)
+        else:
+            means.append(s.mean * scale)
+            lo.append(max(0.0, (s.mean - s.low) * scale))
+            hi.append(max(0.0, (s.high - s.mean) * scale))
+    return means, [lo, hi]
+
+
+def heatmap(agg: Aggregate) -> Figure | None:
+    groups = [g for g in agg.groups.values() if "poisoned_accuracy" in g.stats]
+    if not groups:
+        return None
+    panels = _panels(agg, groups)
+    fig, axes = _axes(len(panels), 4.8, 3.6)
+    image = None
+    for ax, (ds, bb) in zip(axes, panels, strict=True):
+        mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
+        defenses = _in_order(agg, "defense", {g.label("defense") for g in mine})
+        attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
+        values = [[math.nan] * len(attacks) for _ in defenses]
+        for g in mine:
+            values[defenses.index(g.label("defense"))][attacks.index(g.label("attack"))] = (
+                100 * g.stats["poisoned_accuracy"].mean
+            )
+        image = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="white" if v < 60 else "black")
+        ax.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right")
+        ax.set_yticks(range(len(defenses)), defenses)
+        ax.set_title(f"{ds} / {bb}")
+    if image is not None:
+        fig.colorbar(image, ax=axes, label="poisoned accuracy (%)", shrink=0.8)
+    fig.suptitle("Poisoned accuracy (%), mean over seeds", y=1.03)
+    return Figure("heatmap_poisoned_accuracy.png", "Poisoned accuracy: defense x attack", _png(fig))
+
+
+def accuracy_bars(agg: Aggregate) -> Figure | None:
+    groups = [g for g in agg.groups.values() if "clean_accuracy" in g.stats]
+    if not groups:
+        return None
+    panels = _panels(agg, groups)
+    per_panel = max(sum(1 for g in groups if (g.label("dataset"), g.label("backbone")) == p) for p in panels)
+    width = max(4.5, 0.55 * per_panel)
+    fig, axes = _axes(len(panels), width, 3.4)
+    for ax, (ds, bb) in zip(axes, panels, strict=True):
+        mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
+        xs = list(range(len(mine)))
+        for offset, metric, name in ((-0.2, "clean_accuracy", "clean"), (0.2, "poisoned_accuracy", "poisoned")):
+            means, err = _err([g.stats.get(metric) for g in mine])
+            ax.bar([x + offset for x in xs], means, width=0.4, yerr=err, capsize=2, label=name)
+        ax.set_xticks(xs, [f"{g.label('defense')}\n{g.label('attack')}" for g in mine], fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{ds} / {bb}")
+        ax.legend(fontsize=7)
+    fig.suptitle("Clean vs poisoned accuracy (95% interval over seeds)", y=1.03)
+    return Figure("accuracy_clean_vs_poisoned.png", "Clean vs poisoned accuracy", _png(fig))
+
+
+def success_rates(agg: Aggregate) -> Figure | None:
+    groups = [g for g in agg.groups.values() if "attack_success_rate" in g.stats]
+    if not groups:
+        return None
+    panels = _panels(agg, groups)
+    fig, axes = _axes(len(panels), 4.8, 3.4)
+    for ax, (ds, bb) in zip(axes, panels, strict=True):
+        mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
+        defenses = _in_order(agg, "defense", {g.label("defense") for g in mine})
+        attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
+        width = 0.8 / len(attacks)
+        for i, attack in enumerate(attacks):
+            by_def = {g.label("defense"): g for g in mine if g.label("attack") == attack}
+            stats = [by_def[d].stats["attack_success_rate"] if d in by_def else None for d in defenses]
+            means, err = _err(stats)
+            xs = [x - 0.4 + width * (i + 0.5) for x in range(len(defenses))]
+            ax.bar(xs, means, width=width, yerr=err, capsize=3, label=attack)
+        ax.set_xticks(range(len(defenses)), defenses)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("success rate (%)")
+        ax.set_title(f"{ds} / {bb}")
+        ax.legend(fontsize=7)
+    fig.suptitle("Targeted attacks: success rate (95% interval)", y=1.03)
+    return Figure("success_rates.png", "Targeted attacks: success rates", _png(fig))
+
+
+def figures(agg: Aggregate) -> list[Figure]:
+    return [f for f in (heatmap(agg), accuracy_bars(agg), success_rates(agg)) if f is not None]

@@ -1,0 +1,129 @@
+"""The shipped experiment suites: they validate, expand to the intended cell counts, and carry their references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmark.cli import main as cli_main
+from benchmark.suite import expand, load_suite
+from conftest import ROOT
+
+SUITES = ROOT / "suites"
+
+
+def _cells(name: str):
+    suite = load_suite(SUITES / f"{name}.yaml")
+    return suite, expand(suite)
+
+
+def _paper_count(suite) -> int:
+    """Each dataset gets its own three defenses (the `_svhn` labels for mnist) and its own AD attack."""
+    total = 0
+    for dataset in suite.datasets:
+        defenses = [d for d in suite.defenses if d.endswith("_svhn") == (dataset == "mnist")]
+        attacks = [a for a in suite.attacks if not a.startswith("ad_") or a == f"ad_{dataset}"]
+        total += len(suite.backbones) * len(defenses) * len(attacks) * len(suite.seeds)
+    return total
+
+
+def test_paper_grid():
+    suite, cells = _cells("paper")
+    assert len(cells) == _paper_count(suite) == 2 * 2 * 3 * 4 * 3
+    assert {c.backbone.params["pretrained"] for c in cells} == {"none"}
+    for c in cells:  # each dataset with its own defenses and AD eps
+        assert c.defense.label.endswith("_svhn") == (c.dataset == "mnist")
+        if c.attack.name == "adv_poison":
+            assert c.attack.label == f"ad_{c.dataset}"
+            assert math.isclose(c.attack.params["eps"], (3 if c.dataset == "cifar" else 7) / 255, rel_tol=1e-6)
+    svhn = next(c for c in cells if c.defense.label == "pgd_svhn")
+    assert svhn.defense.name == "pgd" and svhn.defense.params["lr"] == 1e-5 and svhn.defense.params["max_epochs"] == 64
+    pgd = next(c for c in cells if c.defense.label == "pgd")
+    assert pgd.defense.params["steps"] == 40 and not pgd.defense.params["random_start"]
+    assert math.isclose(pgd.defense.params["step_size"], 0.333 * 3 / 255, rel_tol=1e-4)
+
+
+def test_paper_code_grid():
+    suite, cells = _cells("paper-code")
+    assert len(cells) == _paper_count(suite) == 2 * 1 * 3 * 4 * 1
+    assert {c.backbone.params["pretrained"] for c in cells} == {"imagenet"}
+    pf = {c.attack.params["variant"] for c in cells if c.attack.name == "poison_frog"}
+    ad = {c.attack.params["variant"] for c in cells if c.attack.name == "adv_poison"}
+    assert pf == ad == {"code"}
+    mnist_ad = next(c for c in cells if c.attack.label == "ad_mnist")
+    assert math.isclose(mnist_ad.attack.params["eps"], 10 / 255, rel_tol=1e-6)
+
+
+# table id -> (metric, number of references) as in REFERENCE.md: T1 AD 2 datasets x 3 defenses, T2 PF 3 defenses,
+# T3 LF 2 datasets x (naive, PGD), text: CIFAR PGD clean accuracy + MNIST LF clean/poisoned for naive and PGD.
+PAPER_TABLES = {"T1": ("poisoned_accuracy", 6), "T2": ("attack_success_rate", 3), "T3": ("accuracy_drop", 4)}
+
+
+@pytest.mark.parametrize("name", ["paper", "paper-code"])
+def test_paper_references_attach_to_their_cells(name):
+    suite, cells = _cells(name)
+    for table, (metric, count) in PAPER_TABLES.items():
+        refs = [r for r in suite.references if r.table == table]
+        assert len(refs) == count and {r.metric for r in refs} == {metric}, table
+    assert len([r for r in suite.references if r.table == "text"]) == 5
+    for ref in suite.references:
+        attached = [c for c in cells if ref in c.references]
+        # every reference lands on the VGG13 cells of one (dataset, defense, attack), one per seed
+        assert len(attached) == len(suite.seeds), ref
+        assert {(c.dataset, c.backbone.label, c.defense.label, c.attack.label) for c in attached} == {
+            (ref.match["dataset"], "vgg13", ref.match["defense"], ref.match["attack"])
+        }
+        assert 0 < ref.value < 1 and ref.source
+    by_cell = {(c.dataset, c.defense.label, c.attack.label): c for c in cells if c.backbone.label == "vgg13"}
+    t2 = {r.value for r in by_cell[("cifar", "naive", "poison_frog")].references}
+    assert t2 == {0.85}
+    lf = by_cell[("cifar", "pgd", "label_flip")].references
+    assert [(r.metric, r.value) for r in lf] == [("accuracy_drop", 0.11)]
+    mnist_lf = {(r.metric, r.value) for r in by_cell[("mnist", "pgd_svhn", "label_flip")].references}
+    assert mnist_lf == {("accuracy_drop", 0.02), ("clean_accuracy", 0.96), ("poisoned_accuracy", 0.94)}
+    ad = by_cell[("mnist", "fgsm_svhn", "ad_mnist")].references
+    assert [(r.table, r.value) for r in ad] == [("T1", 0.93)]
+
+
+def test_toxic_transfer_grid():
+    suite, cells = _cells("toxic-transfer")
+    axes = (suite.datasets, suite.backbones, suite.defenses, suite.attacks, suite.seeds)
+    assert len(cells) == math.prod(len(a) for a in axes) == 12
+    assert {c.target.train_limit for c in cells} == {2500}
+    for c in cells:
+        if c.attack.label != "none":
+            p = c.attack.params
+            assert (p["num_poisons"], p["num_targets"]) == (25, 100)
+            assert math.isclose(p["eps"], 8 / 255, rel_tol=1e-6)
+    refs = {r.match["attack"]: r for r in suite.references}
+    assert {a: r.value for a, r in refs.items()} == {"art_feature_collision": 0.22, "art_bullseye_polytope": 0.85}
+    for attack, ref in refs.items():
+        attached = [c for c in cells if ref in c.references]
+        where = [(c.defense.label, c.attack.label, c.backbone.label) for c in attached]
+        assert where == [("naive", attack, "resnet18")]
+        assert ref.table == "toxic" and ref.metric == "attack_success_rate"
+
+
+def test_mnist_cpu_grid():
+    suite, cells = _cells("mnist-cpu")
+    axes = (suite.datasets, suite.backbones, suite.defenses, suite.attacks, suite.seeds)
+    assert len(cells) == math.prod(len(a) for a in axes) == 12
+    cell = cells[0]
+    assert cell.external.name == cell.target.name == "npz"
+    assert set(cell.external.classes).isdisjoint(cell.target.classes)
+    assert suite.device == "cpu" and {c.backbone.name for c in cells} == {"small_cnn"}
+
+
+@pytest.mark.parametrize(
+    "name, count", [("paper", 144), ("paper-code", 24), ("toxic-transfer", 12), ("mnist-cpu", 12)]
+)
+def test_validate_and_dry_run_print_the_count(name, count, capsys):
+    suite, cells = _cells(name)
+    assert len(cells) == count
+    path = str(SUITES / f"{name}.yaml")
+    assert cli_main(["validate", path]) == 0
+    assert f"{count} cells" in capsys.readouterr().out
+    assert cli_main(["run", path, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"\n{count} cells\n" in out and "estimated time:" in out
