@@ -1,0 +1,262 @@
+"""Poison Frog (PF): targeted clean-label feature collision inside an L-inf ball.
+
+Ours rather than ART's: ART's ``FeatureCollisionAttack`` (Shafahi et al.'s forward-backward splitting) has no L-inf
+bound, while the paper optimises ``min ||feature(x_t) - feature(z)||`` over ``||z - x||_inf <= eps`` "in PGD
+fashion". ART's attack is offered next to this one as ``art_feature_collision`` (adapters/art_adapter.py).
+
+Protocol (both variants):
+
+- Task: binary, ``target_class`` vs ``base_class`` (paper: airplane(0) vs car(1)); ``binary: false`` keeps every
+  class (the head stays multiclass, success still means "predicted as base_class").
+- Targets: the first ``num_targets`` **test** images of ``target_class`` that the clean head classifies correctly.
+  The paper's code fitted the head on the test split and drew targets from the train split; we keep the standard
+  protocol (head fitted on train, targets from test), so a target is never itself a training row.
+- Optimisation: sign-PGD (no random start, as in the code), ``steps`` steps of ``step_size`` (default
+  0.333 * eps, the code), projection on the eps-ball and [0, 1] after every step, minimising the feature distance
+  of each poison to its target's clean feature. Poisons of all targets are optimised together, ``batch_size``
+  (target, base) pairs per forward/backward pass; each pair's loss depends only on its own image, so batching
+  does not change the result.
+- One ``PoisonTrial`` per target: the replaced base rows keep their clean label ``base_class``; success if the
+  refitted head predicts ``base_class`` on the target.
+
+Variants:
+
+- ``paper`` (default): ``num_poisons`` poisons per target (paper: one), distance L2 (the paper's ``||.||``). The
+  bases are the ``num_poisons`` base-class training images whose clean features are closest to the target's
+  (same distance): the cheapest starting points for a collision, and the choice Shafahi et al. also recommend.
+- ``code``: the base-class training images, in dataset order, are cut into chunks of ``chunk_size`` (64; a partial
+  last chunk is dropped); every chunk is optimised towards the target with the L1 distance; the chunk with the
+  smallest total distance replaces its originals. ``max_chunks`` caps the number of chunks tried (None: all, as in
+  the code; the cost is num_targets x num_base_images PGD runs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial, register
+from benchmark.errors import ParamError
+from benchmark.progress import progress
+from benchmark.registry import Params
+
+log = logging.getLogger(__name__)
+
+Distance = Literal["l1", "l2"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers shared with adv_poison and art_adapter
+
+
+def sign_pgd(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    eps: float,
+    steps: int,
+    step_size: float,
+    maximize: bool = False,
+) -> torch.Tensor:
+    """L-inf sign-PGD from ``x0`` (no random start): ``steps`` sign steps on ``loss_fn`` (per-sample losses, (B,)),
+    each followed by projection on ``[x0 - eps, x0 + eps]`` intersected with [0, 1]. Returns a detached tensor."""
+    lo = (x0 - eps).clamp(0.0, 1.0)
+    hi = (x0 + eps).clamp(0.0, 1.0)
+    x = x0.detach().clone()
+    step = step_size if maximize else -step_size
+    for _ in range(steps):
+        with torch.enable_grad():
+            x.requires_grad_(True)
+            loss = loss_fn(x).sum()
+            (grad,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            x = torch.maximum(torch.minimum(x.detach() + step * grad.sign(), hi), lo)
+    return x.detach()
+
+
+def feature_distance(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """Row-wise L1 or L2 distance between two (N, D) feature batches."""
+    d = (a - b).flatten(1)
+    return d.abs().sum(dim=1) if distance == "l1" else d.norm(dim=1)
+
+
+def distance_objective(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """What PGD minimises: L1, or the squared L2 (same sign of gradient as L2, no sqrt at 0)."""
+    d = (a - b).flatten(1)
+    return d.abs().sum(dim=1) if distance == "l1" else d.pow(2).sum(dim=1)
+
+
+def select_targets(ctx: AttackContext, target_class: int, num_targets: int) -> torch.Tensor:
+    """The first ``num_targets`` test rows of ``target_class`` that the clean head classifies correctly."""
+    rows = torch.nonzero(ctx.y_test == target_class).flatten()
+    if rows.numel() == 0:
+        return rows
+    pred = ctx.head.predict(ctx.f_test[rows])
+    return rows[pred.cpu() == target_class][:num_targets]
+
+
+def nearest_rows(
+    ctx: AttackContext, queries: torch.Tensor, pool: torch.Tensor, k: int, distance: Distance
+) -> torch.Tensor:
+    """For each query feature (Q, D), the ``k`` rows of ``pool`` (training row indices) whose clean training
+    features are closest; (Q, k) int64, ties broken by row order (stable sort)."""
+    k = min(k, int(pool.numel()))
+    pool_f = ctx.f_train[pool].to(ctx.device, torch.float32)
+    out = []
+    for i in range(0, len(queries), 64):
+        q = queries[i : i + 64].to(ctx.device, torch.float32)
+        d = torch.cdist(q, pool_f, p=1.0 if distance == "l1" else 2.0)
+        order = torch.sort(d.cpu(), dim=1, stable=True).indices[:, :k]
+        out.append(pool[order])
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class PoisonFrogParams(Params):
+    # paper: airplane (0) is the target class, car (1) the base class
+    target_class: int = Field(0, ge=0)
+    base_class: int = Field(1, ge=0)
+    binary: bool = True  # restrict the task to [target_class, base_class] (paper and code)
+    variant: Literal["paper", "code"] = "paper"
+    num_poisons: int = Field(1, ge=1, description="paper variant: poisons per target (paper: one)")
+    chunk_size: int = Field(64, ge=1, description="code variant: images per chunk (code: 64)")
+    max_chunks: int | None = Field(None, ge=1, description="code variant: chunks tried per target (None: all)")
+    distance: Distance | None = Field(None, description="feature distance; None: l2 (paper) or l1 (code)")
+    eps: float = Field(7 / 255, ge=0.0, le=1.0, description="L-inf radius (paper and code: 7/255)")
+    steps: int = Field(40, ge=0)  # code: 40 iterations
+    step_size: float | None = Field(None, gt=0.0, description="None: 0.333 * eps (code)")
+    num_targets: int = Field(100, ge=1)  # paper: 100 trials
+    batch_size: int = Field(256, ge=1, description="(target, base) pairs optimised per forward/backward pass")
+
+
+@register
+class PoisonFrog(Attack):
+    name = "poison_frog"
+    description = (
+        "Poison Frog: targeted clean-label feature collision, sign-PGD within an L-inf ball (paper and code variants)."
+    )
+    Params = PoisonFrogParams
+    targeted = True
+
+    def _check_params(self) -> None:
+        if self.params.target_class == self.params.base_class:
+            raise ParamError(f"attack '{self.name}': target_class and base_class must differ")
+
+    @property
+    def resolved_distance(self) -> Distance:
+        if self.params.distance is not None:
+            return self.params.distance
+        return "l2" if self.params.variant == "paper" else "l1"
+
+    @property
+    def resolved_step_size(self) -> float:
+        return self.params.step_size if self.params.step_size is not None else 0.333 * self.params.eps
+
+    def max_poisons(self, n_train: int) -> int:
+        return self.params.num_poisons if self.params.variant == "paper" else self.params.chunk_size
+
+    def task_classes(self) -> list[int] | None:
+        return [self.params.target_class, self.params.base_class] if self.params.binary else None
+
+    # -----------------------------------------------------------------------------------------------------------
+
+    def forward(self, ctx: AttackContext) -> PoisonResult:
+        p = self.params
+        dist = self.resolved_distance
+        targets = select_targets(ctx, p.target_class, p.num_targets)
+        pool = torch.nonzero(ctx.y_train == p.base_class).flatten()
+        if targets.numel() == 0 or pool.numel() == 0:
+            log.warning("poison_frog: no usable target (%d) or base image (%d)", targets.numel(), pool.numel())
+            return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
+        if len(targets) < p.num_targets:
+            log.warning("poison_frog: only %d of %d targets are correctly classified", len(targets), p.num_targets)
+        target_feats = ctx.f_test[targets].float()
+
+        # units: (target position, base rows optimised together); one per target (paper) or per chunk (code)
+        units: list[tuple[int, torch.Tensor]] = []
+        if p.variant == "paper":
+            bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, dist)
+            units = [(t, bases[t]) for t in range(len(targets))]
+        else:
+            n_full = len(pool) // p.chunk_size
+            chunks = list(pool[: n_full * p.chunk_size].split(p.chunk_size)) if n_full else [pool]
+            chunks = chunks[: p.max_chunks] if p.max_chunks is not None else chunks
+            units = [(t, c) for t in range(len(targets)) for c in chunks]
+
+        best: dict[int, tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for t, rows, x, d, d0 in self._optimise(ctx, target_feats, units, dist):
+            total = float(d.sum())
+            if t not in best or total < best[t][0]:  # code: the chunk with the smallest total distance
+                best[t] = (total, rows, x, d, d0)
+
+        trials, dists, dists0 = [], [], []
+        for t in range(len(targets)):
+            _, rows, x, d, d0 = best[t]
+            trials.append(
+                PoisonTrial(
+                    indices=rows.clone(),
+                    y=torch.full((len(rows),), p.base_class, dtype=torch.long),
+                    x=x,
+                    target_index=int(targets[t]),
+                    target_label=p.target_class,
+                    adversarial_label=p.base_class,
+                )
+            )
+            dists.append(d)
+            dists0.append(d0)
+        d_all, d0_all = torch.cat(dists), torch.cat(dists0)
+        info = {
+            "num_targets": float(len(targets)),
+            "mean_feature_distance": float(d_all.mean()),
+            "mean_initial_feature_distance": float(d0_all.mean()),
+            "mean_target_feature_norm": float(target_feats.norm(dim=1).mean()),
+        }
+        return PoisonResult(trials=trials, targeted=True, info=info)
+
+    def _optimise(
+        self,
+        ctx: AttackContext,
+        target_feats: torch.Tensor,
+        units: list[tuple[int, torch.Tensor]],
+        dist: Distance,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Optimise every (target, base) pair of every unit, ``batch_size`` pairs at a time, and yield each unit as
+        soon as all its pairs are done: (target position, base rows, poisons, final distances, initial distances),
+        all on the CPU. Only the pairs of unfinished units are held in memory."""
+        p = self.params
+        pair_t = torch.cat([torch.full((len(rows),), t, dtype=torch.long) for t, rows in units])
+        pair_b = torch.cat([rows for _, rows in units])
+        n_pairs = len(pair_b)
+        buf_x: list[torch.Tensor] = []
+        buf_d: list[torch.Tensor] = []
+        buf_d0: list[torch.Tensor] = []
+        buffered, u = 0, 0
+        starts = range(0, n_pairs, p.batch_size)
+        for s in progress(starts, desc="poison frog", total=len(starts)):
+            e = min(s + p.batch_size, n_pairs)
+            x0 = ctx.x_train[pair_b[s:e]].to(ctx.device, torch.float32)
+            tf = target_feats[pair_t[s:e]].to(ctx.device)
+
+            def loss_fn(x: torch.Tensor, tf: torch.Tensor = tf) -> torch.Tensor:
+                return distance_objective(ctx.features(x, grad=True).float(), tf, dist)
+
+            x = sign_pgd(loss_fn, x0, p.eps, p.steps, self.resolved_step_size)
+            with torch.no_grad():
+                d = feature_distance(ctx.features(x, grad=True).float(), tf, dist)
+                d0 = feature_distance(ctx.features(x0, grad=True).float(), tf, dist)
+            buf_x.append(x.cpu())
+            buf_d.append(d.cpu())
+            buf_d0.append(d0.cpu())
+            buffered += e - s
+            while u < len(units) and len(units[u][1]) <= buffered:
+                xs, ds, d0s = torch.cat(buf_x), torch.cat(buf_d), torch.cat(buf_d0)
+                m = len(units[u][1])
+                yield units[u][0], units[u][1], xs[:m].clone(), ds[:m].clone(), d0s[:m].clone()
+                buf_x, buf_d, buf_d0 = [xs[m:]], [ds[m:]], [d0s[m:]]
+                buffered -= m
+                u += 1

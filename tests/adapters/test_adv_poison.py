@@ -1,0 +1,146 @@
+"""Adversarial poisoning (ours): both variants within budget, clean labels, accuracy drop, fraction, validation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapters.adv_poison import AdvPoison, shift_labels
+from adapters.base import AttackContext, apply_trial, check_budget
+from benchmark.errors import ParamError
+from benchmark.linear import LinearHead
+
+
+def fit_head(f, y):
+    from sklearn.svm import LinearSVC
+
+    svc = LinearSVC(C=1.0, max_iter=5000).fit(f.numpy(), y.numpy())
+    w, b = torch.tensor(svc.coef_, dtype=torch.float32), torch.tensor(svc.intercept_, dtype=torch.float32)
+    if w.shape[0] == 1:
+        w, b = torch.cat([-w, w]), torch.cat([-b, b])
+    return LinearHead(w, b, torch.tensor(svc.classes_, dtype=torch.long))
+
+
+def make_ctx(classes=(0, 1), n_train=160, n_test=80, size=16, seed=0):
+    """sklearn digits upsampled to 3x16x16, a fixed random conv extractor (64-d), a LinearSVC head."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
+    y = torch.tensor(d.target, dtype=torch.long)
+    keep = torch.isin(y, torch.tensor(classes))
+    x, y = x[keep], y[keep]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
+    torch.manual_seed(seed)
+    ext = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+    ).eval()  # fmt: skip
+    for q in ext.parameters():
+        q.requires_grad_(False)
+    xtr, ytr = x[:n_train], y[:n_train]
+    xte, yte = x[n_train : n_train + n_test], y[n_train : n_train + n_test]
+    with torch.no_grad():
+        ftr, fte = ext(xtr), ext(xte)
+    return AttackContext(ext, xtr, ytr, xte, yte, ftr, fte, fit_head(ftr, ytr), fit_head, seed=seed)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny tensors: one intra-op thread is faster, and orders of magnitude faster on a loaded machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ctx(one_thread):
+    return make_ctx()
+
+
+@pytest.fixture(scope="module")
+def ctx3(one_thread):
+    return make_ctx(classes=(0, 1, 2), n_train=180, n_test=90)
+
+
+def accuracy(head, f, y):
+    return float((head.predict(f) == y).float().mean())
+
+
+def poisoned_accuracy(ctx, trial):
+    x, y = apply_trial(ctx.x_train, ctx.y_train, trial)
+    return accuracy(fit_head(ctx.features(x), y), ctx.f_test, ctx.y_test)
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+@pytest.mark.parametrize("which", ["ctx", "ctx3"])
+def test_variant_within_budget_and_hurts_accuracy(request, variant, which):
+    ctx = request.getfixturevalue(which)
+    snapshot = {k: getattr(ctx, k).clone() for k in ("x_train", "y_train", "f_train", "f_test")}
+    eps = 32 / 255
+    attack = AdvPoison(variant=variant, eps=eps, steps=10)
+    result = attack(ctx)
+    n = len(ctx.x_train)
+    report = check_budget(ctx.x_train, result, attack.budget_eps, attack.max_poisons(n))
+    assert report.passed and report.changed == n and report.linf <= eps + 1e-6
+    (trial,) = result.trials
+    assert torch.equal(trial.indices, torch.arange(n))
+    assert torch.equal(trial.y, ctx.y_train)  # clean label
+    assert not result.targeted
+    assert result.info["mean_objective_poisoned"] > result.info["mean_objective_clean"]
+    clean = accuracy(ctx.head, ctx.f_test, ctx.y_test)
+    assert poisoned_accuracy(ctx, trial) < clean - 0.1
+    for k, v in snapshot.items():
+        assert torch.equal(getattr(ctx, k), v), f"ctx.{k} was mutated"
+
+
+def test_paper_options_run(ctx):
+    for kw in ({"absolute": True}, {"target_head": "test_shifted"}):
+        attack = AdvPoison(eps=8 / 255, steps=3, **kw)
+        check_budget(ctx.x_train, attack(ctx), attack.budget_eps, attack.max_poisons(len(ctx.x_train)))
+
+
+def test_fraction_selects_a_seeded_subset(ctx):
+    attack = AdvPoison(eps=4 / 255, steps=2, fraction=0.25)
+    n = len(ctx.x_train)
+    a = attack(ctx).trials[0]
+    assert len(a.indices) == round(0.25 * n) == attack.max_poisons(n)
+    assert a.indices.unique().numel() == len(a.indices) and torch.equal(a.indices, a.indices.sort().values)
+    b = attack(ctx).trials[0]
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.x, b.x)
+    ctx.seed = 5
+    try:
+        c = attack(ctx).trials[0]
+    finally:
+        ctx.seed = 0
+    assert not torch.equal(a.indices, c.indices)
+
+
+def test_batching_does_not_change_poisons(ctx):
+    kw = dict(eps=8 / 255, steps=4, fraction=0.2)
+    a = AdvPoison(batch_size=256, **kw)(ctx).trials[0]
+    b = AdvPoison(batch_size=7, **kw)(ctx).trials[0]
+    torch.testing.assert_close(a.x, b.x, atol=1e-6, rtol=0)
+
+
+def test_shift_labels_is_a_derangement():
+    classes = torch.tensor([2, 5, 9])
+    y = torch.tensor([2, 5, 9, 9, 2])
+    assert shift_labels(y, classes).tolist() == [5, 9, 2, 2, 5]
+    assert shift_labels(torch.tensor([0, 1, 1]), torch.tensor([0, 1])).tolist() == [1, 0, 0]
+
+
+def test_defaults():
+    attack = AdvPoison()
+    assert attack.budget_eps == pytest.approx(3 / 255)
+    assert attack.resolved_step_size == pytest.approx(0.333 * 3 / 255)
+    assert attack.max_poisons(1000) == 1000 and attack.task_classes() is None
+
+
+@pytest.mark.parametrize(
+    "kw, key", [({"eps": 2.0}, "eps"), ({"fraction": -0.5}, "fraction"), ({"fraction": 1.5}, "fraction")]
+)
+def test_bad_params_refused_naming_the_key(kw, key):
+    with pytest.raises(ParamError, match=key):
+        AdvPoison(**kw)

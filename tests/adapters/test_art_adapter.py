@@ -1,0 +1,149 @@
+"""ART adapters: each runs through our interface on a tiny problem; budgets; feature-space trials."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapters.art_adapter import ArtBullseyePolytope, ArtFeatureCollision, ArtSvmFeatureSpace
+from adapters.base import AttackContext, check_budget
+from benchmark.errors import ParamError
+from benchmark.linear import LinearHead
+
+
+def fit_head(f, y):
+    from sklearn.svm import LinearSVC
+
+    svc = LinearSVC(C=1.0, max_iter=5000).fit(f.numpy(), y.numpy())
+    w, b = torch.tensor(svc.coef_, dtype=torch.float32), torch.tensor(svc.intercept_, dtype=torch.float32)
+    if w.shape[0] == 1:
+        w, b = torch.cat([-w, w]), torch.cat([-b, b])
+    return LinearHead(w, b, torch.tensor(svc.classes_, dtype=torch.long))
+
+
+def make_ctx(classes=(0, 1), n_train=160, n_test=80, size=16, seed=0):
+    """sklearn digits upsampled to 3x16x16, a fixed random conv extractor (64-d), a LinearSVC head."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
+    y = torch.tensor(d.target, dtype=torch.long)
+    keep = torch.isin(y, torch.tensor(classes))
+    x, y = x[keep], y[keep]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
+    torch.manual_seed(seed)
+    ext = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+    ).eval()  # fmt: skip
+    for q in ext.parameters():
+        q.requires_grad_(False)
+    xtr, ytr = x[:n_train], y[:n_train]
+    xte, yte = x[n_train : n_train + n_test], y[n_train : n_train + n_test]
+    with torch.no_grad():
+        ftr, fte = ext(xtr), ext(xte)
+    return AttackContext(ext, xtr, ytr, xte, yte, ftr, fte, fit_head(ftr, ytr), fit_head, seed=seed)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny tensors: one intra-op thread is faster, and orders of magnitude faster on a loaded machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ctx(one_thread):
+    return make_ctx()
+
+
+def snapshot(ctx):
+    return {k: getattr(ctx, k).clone() for k in ("x_train", "y_train", "x_test", "f_train", "f_test")}
+
+
+def assert_unchanged(ctx, snap):
+    for k, v in snap.items():
+        assert torch.equal(getattr(ctx, k), v), f"ctx.{k} was mutated"
+    assert not ctx.extractor._forward_hooks, "ART left a hook on the shared extractor"
+
+
+def check_targeted(ctx, attack, result, n_targets):
+    report = check_budget(ctx.x_train, result, attack.budget_eps, attack.max_poisons(len(ctx.x_train)))
+    assert report.passed
+    assert result.targeted and result.space == "image" and len(result.trials) == n_targets
+    for trial in result.trials:
+        assert (ctx.y_train[trial.indices] == 1).all() and (trial.y == 1).all()
+        assert int(ctx.y_test[trial.target_index]) == 0 and trial.adversarial_label == 1
+    return report
+
+
+def test_feature_collision_unbounded(ctx):
+    snap = snapshot(ctx)
+    attack = ArtFeatureCollision(num_targets=2, max_iter=10)
+    assert attack.budget_eps == 1.0 and attack.task_classes() == [0, 1]
+    result = attack(ctx)
+    check_targeted(ctx, attack, result, 2)
+    assert result.info["art_linf_max"] > 0  # ART moved the bases
+    assert_unchanged(ctx, snap)
+
+
+def test_feature_collision_projected_on_eps_ball(ctx):
+    # a step size and similarity weight that let ART move far, then the projection has to bite
+    attack = ArtFeatureCollision(num_targets=2, max_iter=10, eps=0.02, learning_rate=1.0, similarity_coeff=1.0)
+    result = attack(ctx)
+    report = check_targeted(ctx, attack, result, 2)
+    assert result.info["art_linf_max"] > 0.02 >= report.linf - 1e-6
+
+
+def test_bullseye_fixed_moves_polytope_center_to_target(ctx):
+    snap = snapshot(ctx)
+    attack = ArtBullseyePolytope(num_targets=2, num_poisons=3, eps=0.1, max_iter=40)
+    result = attack(ctx)
+    report = check_targeted(ctx, attack, result, 2)
+    assert report.linf <= 0.1 + 1e-6 and report.changed == 3
+    for trial in result.trials:
+        target_f = ctx.f_test[trial.target_index]
+        before = (ctx.f_train[trial.indices].mean(0) - target_f).norm()
+        after = (ctx.features(trial.x).mean(0) - target_f).norm()
+        assert after < 0.8 * before
+    assert_unchanged(ctx, snap)
+
+
+def test_bullseye_art_implementation_runs(ctx):
+    attack = ArtBullseyePolytope(num_targets=1, num_poisons=2, eps=0.05, max_iter=3, implementation="art")
+    check_targeted(ctx, attack, attack(ctx), 1)
+
+
+def test_svm_feature_space_trials(ctx):
+    snap = snapshot(ctx)
+    attack = ArtSvmFeatureSpace(num_poisons=3, max_iter=5, max_train=60, num_val=30)
+    assert attack.space == "feature" and attack.task_classes() == [0, 1] and attack.max_poisons(10**6) == 3
+    assert "upper bound" in attack.description.lower()
+    result = attack(ctx)
+    assert result.space == "feature" and not result.targeted
+    (trial,) = result.trials
+    assert trial.x is None and trial.features.shape == (3, ctx.f_train.shape[1])
+    assert torch.isfinite(trial.features).all()
+    assert (trial.y != ctx.y_train[trial.indices]).all()  # label flipped
+    assert set(trial.y.tolist()) <= {0, 1}
+    assert check_budget(ctx.x_train, result, attack.budget_eps, attack.max_poisons(len(ctx.x_train))).passed
+    again = attack(ctx).trials[0]
+    assert torch.equal(again.indices, trial.indices) and torch.equal(again.features, trial.features)
+    assert_unchanged(ctx, snap)
+
+
+@pytest.mark.parametrize(
+    "cls, kw, key",
+    [
+        (ArtFeatureCollision, {"eps": 2.0}, "eps"),
+        (ArtBullseyePolytope, {"eps": 2.0}, "eps"),
+        (ArtBullseyePolytope, {"implementation": "other"}, "implementation"),
+        (ArtSvmFeatureSpace, {"num_poisons": 0}, "num_poisons"),
+        (ArtSvmFeatureSpace, {"max_iter": 1}, "max_iter"),
+    ],
+)
+def test_bad_params_refused_naming_the_key(cls, kw, key):
+    with pytest.raises(ParamError, match=key):
+        cls(**kw)
