@@ -56,7 +56,9 @@ class Component:
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line: the first failing key path, what was expected, and what was given."""
-    first = err.errors()[0]
+    errors = err.errors()
+    # a misspelt key shows up as "unknown key" plus "required key is missing": name the misspelling first
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in first["loc"])
     path = ".".join(p for p in (prefix, loc) if p)
     msg = first["msg"].removeprefix("Value error, ")

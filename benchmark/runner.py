@@ -91,8 +91,7 @@ def run_suite(
     try:
         ex.run(todo, opts, on_start, on_done)
     except KeyboardInterrupt:
-        for run_id in started.values():
-            tracker.client.set_terminated(run_id, "KILLED")
+        tracker.kill_own_children(parent, exp)
         tracker.kill_parent(parent)
         echo("interrupted: the running cell was marked KILLED; run the same command again to resume")
         raise

@@ -14,7 +14,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,23 @@ def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
                 raise
             time.sleep(0.25 + 0.05 * i)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local sqlite store (a no-op for other stores), held while it is initialised."""
+    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+    if path in (None, "", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.init-lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def library_versions() -> dict[str, str]:
@@ -118,8 +136,10 @@ class Tracker:
             if local is not None:
                 local.mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(self.uri)
-            self.client = MlflowClient(tracking_uri=self.uri)
-            _retry(lambda: self.client.search_experiments(max_results=1))
+            # opening a new sqlite store creates and migrates it: two runs started at once would both try
+            with _store_lock(self.uri):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                _retry(lambda: self.client.search_experiments(max_results=1))
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BenchmarkError(f"tracking URI {self.uri} cannot be reached: {first[:200]}") from None
@@ -211,6 +231,21 @@ class Tracker:
                 continue
             _retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
             n += 1
+        return n
+
+    def kill_own_children(self, parent_id: str, experiment_id: str) -> int:
+        """Ctrl-C: every child of this parent that this process left RUNNING becomes KILLED; returns how many.
+
+        Found by the pid/host tags rather than by the driver's bookkeeping, so a run whose creation the interrupt
+        cut short is caught too, and a run that was already FINISHED is left alone.
+        """
+        me, host = str(os.getpid()), socket.gethostname()
+        n = 0
+        for r in self.children(parent_id, experiment_id):
+            tags = r.data.tags
+            if r.info.status == "RUNNING" and tags.get("benchmark.pid") == me and tags.get("benchmark.host") == host:
+                _retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
+                n += 1
         return n
 
     def start_child(self, parent_id: str, experiment_id: str, cell: Any) -> str:

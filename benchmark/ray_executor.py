@@ -1,0 +1,261 @@
+"""Run cells as Ray tasks; records come back to the driver, which alone writes MLflow.
+
+How it works
+------------
+- Each cell is one Ray task that asks for the suite's ``resources`` (``num_cpus``, ``num_gpus`` per cell) and calls
+  ``run_cell``, which never raises: a cell that fails comes back as a FAILED record. A task that dies (worker
+  killed, out of memory) becomes a FAILED record here, in the driver. Tasks are not retried (``max_retries=0``):
+  a crash is reported, and the next ``benchmark run`` (resume) runs the cell again.
+- A backbone is trained once per ``backbone_key``: the cells that share it form a group; the group's first cell
+  runs first (it trains the backbone and writes it to the cache), and the group's other cells take that task's
+  "done" ObjectRef as an argument, so Ray starts them only after it ended and they find the backbone in the cache.
+  A group whose backbone is already in the cache has no such ordering.
+- ``on_start(cell)`` is called in the driver when a task reports that it started (through a small actor that
+  needs no CPU), and ``on_done(cell, record)`` when its result arrives (``ray.wait``), one at a time, in the
+  driver: MLflow is written by one process, so nothing is lost or written twice.
+- Ctrl-C (KeyboardInterrupt) in the driver cancels every outstanding task (``force=True`` stops running ones)
+  and re-raises, so the runner marks the started cells KILLED.
+
+Where it runs
+-------------
+- No ``--address``: a local Ray instance is started with ``address="local"`` (always a new one, never a cluster
+  that happens to run here), ``num_cpus=os.cpu_count()``, no dashboard, and shut down at the end. Its workers run
+  the driver's Python with the driver's environment and working directory, so the project (installed in the venv,
+  editable) imports as it does in the driver; no ``runtime_env`` is needed. Ray's ``uv run`` hook (which would
+  start every worker through ``uv run`` and upload the working directory) is switched off for this local instance:
+  measured, it only made workers slower to start and moved their working directory away from the driver's.
+- ``--address``: connects to an existing cluster with ``runtime_env={"working_dir": <project root>}`` so that
+  workers import this version of the code. On a multi-node cluster, the cache directory (``--cache-dir`` /
+  ``$BENCHMARK_CACHE``) and any data files must be on a filesystem shared by every node at the same path: the
+  backbone trained by one task is read from the cache by the tasks of the same group, possibly on another node.
+  The cache and data root are resolved to absolute paths in the driver, and each task moves into the driver's
+  working directory when that exists on its node, so relative paths in a suite (an ``npz`` path) mean the same
+  thing on the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmark.cache import Cache, cache_root
+from benchmark.cell import Record, RunOptions, backbone_key
+from benchmark.errors import BenchmarkError
+from benchmark.suite import Cell
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+POLL_SECONDS = 0.25
+
+
+def _task(cell: Cell, opts: RunOptions, cwd: str, starts: Any, *after: Any) -> Record:
+    """One cell on a Ray worker. ``after`` holds the group's "backbone trained" token; Ray resolves it first."""
+    if starts is not None:
+        starts.mark.remote(cell.key)
+    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+    from benchmark.cell import run_cell
+
+    return run_cell(cell, opts)
+
+
+def _leader_task(cell: Cell, opts: RunOptions, cwd: str, starts: Any) -> tuple[bool, Record]:
+    """The first cell of a backbone group: trains and caches the backbone; returns (token, record)."""
+    return True, _task(cell, opts, cwd, starts)
+
+
+class _Starts:
+    """Collects the keys of cells whose task began; the driver drains it."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def mark(self, key: str) -> None:
+        self.keys.append(key)
+
+    def drain(self) -> list[str]:
+        out, self.keys = self.keys, []
+        return out
+
+
+def _disable_uv_hook() -> None:
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"  # read when ray is first imported
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # ray was already imported
+    except (ImportError, AttributeError):  # pragma: no cover - a Ray without the hook
+        pass
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # RayTaskError's text starts with the task name and a traceback; its last line is the cause
+    return (lines[-1] if lines else type(err).__name__)[:500]
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.init_seconds: float | None = None  # how long connecting / starting Ray took (for reports and tests)
+
+    # connection
+    def _connect(self):
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is a dependency
+            raise BenchmarkError("--executor ray: the 'ray' package is not installed") from None
+        if ray.is_initialized():  # the caller started (and will stop) Ray itself
+            return ray, False
+        t0 = time.perf_counter()
+        common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if self.address:
+                runtime_env = {
+                    "working_dir": str(PROJECT_ROOT),
+                    "excludes": [".git", ".venv", "mlruns", ".cache", "reports", "*.pt", "*.npz", "**/__pycache__"],
+                }
+                ray.init(address=self.address, runtime_env=runtime_env, **common)
+            else:
+                _disable_uv_hook()
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, **common)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"cluster at {self.address}" if self.address else "a local Ray instance"
+            raise BenchmarkError(f"--executor ray: cannot start or reach {where}: {_first_line(err)}") from None
+        self.init_seconds = time.perf_counter() - t0
+        cpus = ray.cluster_resources().get("CPU", 0)
+        what = f"connected to {self.address}" if self.address else "started a local instance"
+        log.info("ray: %s with %g CPUs in %.1f s", what, cpus, self.init_seconds)
+        return ray, True
+
+    def _check_fits(self, ray) -> None:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+        gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+        problems = []
+        if self.num_cpus > cpus:
+            problems.append(f"resources.num_cpus={self.num_cpus} per cell, the largest Ray node has {cpus:g} CPUs")
+        if self.num_gpus > gpus:
+            problems.append(f"resources.num_gpus={self.num_gpus} per cell, the largest Ray node has {gpus:g} GPUs")
+        if problems:
+            msg = "; ".join(problems)
+            if self.address:  # an autoscaling cluster may add a node that fits
+                log.warning("ray: %s; the cells wait until a node that fits joins", msg)
+            else:
+                raise BenchmarkError(f"--executor ray: {msg}; no cell could be scheduled")
+
+    # running
+    def run(self, cells: Sequence[Cell], opts: RunOptions, on_start, on_done) -> None:
+        if not cells:
+            return
+        # workers may run elsewhere (another node, another working directory): absolute paths only
+        opts = replace(
+            opts,
+            cache_dir=str(cache_root(opts.cache_dir).resolve()),
+            data_root=str(Path(opts.data_root).expanduser().resolve()) if opts.data_root else None,
+        )
+        ray, started_here = self._connect()
+        try:
+            self._check_fits(ray)
+            self._run(ray, list(cells), opts, on_start, on_done)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray, cells: list[Cell], opts: RunOptions, on_start, on_done) -> None:
+        from benchmark.progress import enabled as bars_enabled
+
+        res = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": 0}
+        task = ray.remote(_task).options(**res)
+        leader = ray.remote(_leader_task).options(num_returns=2, **res)
+        starts = ray.remote(num_cpus=0)(_Starts).remote()
+        cwd = os.getcwd()
+        cache = Cache(opts.cache_dir)
+
+        groups: dict[str, list[Cell]] = {}
+        for cell in cells:
+            groups.setdefault(backbone_key(cell), []).append(cell)
+
+        pending: dict[Any, Cell] = {}  # result ref -> cell
+        extra: list[Any] = []  # the leaders' tokens, cancelled on interrupt
+        for key, members in groups.items():
+            entry = cache._path("backbone", key)
+            cached = entry.exists() and entry.with_suffix(".json").exists()  # complete entries have a sidecar
+            if len(members) == 1 or cached:
+                for cell in members:
+                    pending[task.remote(cell, opts, cwd, starts)] = cell
+                continue
+            token, first = leader.remote(members[0], opts, cwd, starts)
+            pending[first] = members[0]
+            extra.append(token)
+            for cell in members[1:]:
+                pending[task.remote(cell, opts, cwd, starts, token)] = cell
+        log.info("ray: %d cells in %d backbone group(s) submitted", len(cells), len(groups))
+
+        by_key = {c.key: c for c in cells}
+        begun: set[str] = set()
+        ended: set[str] = set()
+        bar = None
+        if bars_enabled():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(cells), desc="cells", dynamic_ncols=True)
+
+        def mark_started(keys: list[str]) -> None:
+            for k in keys:
+                if k not in begun and k not in ended and k in by_key:
+                    begun.add(k)
+                    on_start(by_key[k])
+
+        drain = starts.drain.remote()
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+                if drain is not None and ray.wait([drain], timeout=0)[0]:
+                    try:
+                        mark_started(ray.get(drain))
+                        drain = starts.drain.remote()
+                    except Exception as err:  # the bookkeeping actor is gone: on_done still logs every cell
+                        log.warning("ray: cannot read which cells started (%s)", _first_line(err))
+                        drain = None
+                for ref in ready:
+                    cell = pending.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except Exception as err:  # the task died: a record that says so
+                        record = Record(key=cell.key, title=cell.title(), params=cell.flat_params(), status="FAILED",
+                                        error=f"ray task failed: {type(err).__name__}: {_first_line(err)}")
+                    if cell.key not in begun:  # finished before its start mark was read
+                        begun.add(cell.key)
+                        on_start(cell)
+                    ended.add(cell.key)
+                    for line in record.logs:
+                        log.info("  %s: %s", cell.title(), line)
+                    on_done(cell, record)
+                    if bar is not None:
+                        bar.update(1)
+        except KeyboardInterrupt:
+            for ref in list(pending) + extra:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished or gone
+                    pass
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            try:
+                ray.kill(starts)
+            except Exception:
+                pass

@@ -1,0 +1,312 @@
+"""Bad input, each with its message and a check that nothing else was lost.
+
+User errors found when the suite is loaded (YAML, keys, names, ranges) print one line and exit 2 before anything is
+written. Errors that only show when a cell runs (its data file, its dataset folder, a full disk, a diverging loss)
+fail that cell with a clear reason in its MLflow run; the grid goes on and the other cells' results are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from benchmark.cli import main
+from conftest import write_suite
+
+METRICS = ("clean_accuracy", "poisoned_accuracy", "robust_accuracy", "external_accuracy")
+
+
+def tiny(smoke: dict, name: str = "bad") -> dict:
+    """One cell of the smoke suite on tiny data (16x16, one epoch); tests add what they break."""
+    d = copy.deepcopy(smoke)
+    d["name"] = name
+    for role, n_train, n_test in (("external", 160, 40), ("target", 60, 30)):
+        spec = d["datasets"]["synthetic"][role]
+        spec["params"].update(n_train=n_train, n_test=n_test, image_size=16)
+        spec["image_size"] = 16
+    d["backbones"]["small_cnn"]["params"] = {"width": 4, "feature_dim": 16}
+    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
+    d["attacks"] = {"none": {}}
+    d["evaluation"].update(robust_steps=2, robust_samples=10)
+    return d
+
+
+def _db() -> Path:
+    return Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+
+
+def _cells(suite_name: str) -> dict[str, object]:
+    """Child runs by title (dataset/backbone/defense/attack/seed)."""
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(suite_name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return {r.info.run_name: r for r in runs if r.data.tags.get("benchmark.role") == "cell"}
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def _set(d: dict, path: str, value) -> None:
+    *head, last = path.split(".")
+    for key in head:
+        d = d.setdefault(key, {})
+    d[last] = value
+
+
+# --- caught when the suite is loaded: exit 2, one line, nothing written -------------------------------------------
+
+CASES = {
+    # id: (changes as {dotted.path: value}, strings the message must contain)
+    "unknown-top-level-key": ({"atacks": {"none": {}}}, ["atacks: unknown key"]),
+    "misspelt-section": ({"attacks": None, "atacks": {"none": {}}}, ["atacks: unknown key"]),
+    "unknown-param": ({"attacks.lf": {"name": "label_flip", "params": {"rat": 0.1}}},
+                      ["attacks.lf.params.rat: unknown key"]),
+    "unknown-attack": ({"attacks.x": {"name": "nosuch"}},
+                       ["attacks.x.name: unknown attack 'nosuch'", "known:", "label_flip", "poison_frog", "none"]),
+    "unknown-defense": ({"defenses.x": {"name": "nosuch"}}, ["defenses.x.name: unknown defense 'nosuch'", "known:",
+                                                              "fgsm", "naive", "pgd"]),
+    "unknown-dataset": ({"datasets.synthetic.target.name": "nosuch"},
+                        ["datasets.synthetic.target.name: unknown dataset 'nosuch'", "known:", "synthetic", "npz",
+                         "cifar10"]),
+    "defense-eps-above-1": ({"defenses.pgd": {"params": {"eps": 1.5}}}, ["defenses.pgd.params.eps", "[0, 1]", "1.5"]),
+    "defense-eps-negative": ({"defenses.fgsm": {"params": {"eps": -0.1}}}, ["defenses.fgsm.params.eps", "-0.1"]),
+    "attack-eps-above-1": ({"attacks.pf": {"name": "poison_frog", "params": {"eps": 2.0}}},
+                           ["attacks.pf.params.eps", "less than or equal to 1", "2.0"]),
+    "robust-eps-negative": ({"evaluation.robust_eps": -0.5}, ["evaluation.robust_eps", "greater than or equal to 0"]),
+    "rate-above-1": ({"attacks.lf": {"name": "label_flip", "params": {"rate": 1.5}}},
+                     ["attacks.lf.params.rate", "less than or equal to 1", "1.5"]),
+    "rate-negative": ({"attacks.lf": {"name": "label_flip", "params": {"rate": -0.1}}},
+                      ["attacks.lf.params.rate", "greater than or equal to 0", "-0.1"]),
+    "adv-fraction-above-1": ({"defenses.pgd": {"params": {"adv_fraction": 2}}}, ["defenses.pgd.params.adv_fraction"]),
+    "empty-class-subset": ({"datasets.synthetic.target.classes": []},
+                           ["datasets.synthetic.target.classes", "at least one class"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_invalid_suite_is_one_line_exit_2(case, tmp_path, smoke_dict, capsys):
+    changes, expected = CASES[case]
+    d = tiny(smoke_dict)
+    for path, value in changes.items():
+        if value is None:
+            d.pop(path)
+        else:
+            _set(d, path, value)
+    suite = write_suite(tmp_path, d)
+    assert main(["validate", str(suite)]) == 2
+    line = _one_line_error(capsys)
+    assert str(suite) in line
+    for s in expected:
+        assert s in line, (s, line)
+    assert main(["run", str(suite), "--quiet"]) == 2
+    assert _one_line_error(capsys) == line  # run refuses with the same message
+    assert not _db().exists(), "a suite that does not validate must not create runs"
+    assert not Path(os.environ["BENCHMARK_CACHE"]).exists()
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("name: x\nseeds: [0, 1\ndatasets: {}\n", "line 3, column 9"),
+        ("name: x\n  indented: wrongly\n", "line 2, column 11"),
+        ("name: x\ndatasets:\n\t- tab\n", "line 3"),
+    ],
+)
+def test_malformed_yaml(text, where, tmp_path, capsys):
+    suite = tmp_path / "broken.yaml"
+    suite.write_text(text)
+    assert main(["run", str(suite), "--quiet"]) == 2
+    line = _one_line_error(capsys)
+    assert f"{suite}:" in line and "malformed YAML" in line and where in line, line
+    assert not _db().exists()
+
+
+def test_unreachable_tracking_uris(tmp_path, smoke_dict, capsys):
+    suite = write_suite(tmp_path, tiny(smoke_dict))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for uri in (f"sqlite:///{blocker / 'mlflow.db'}", "http://127.0.0.1:9/"):
+        assert main(["run", str(suite), "--quiet", "--tracking-uri", uri]) == 2
+        line = _one_line_error(capsys)
+        assert line.startswith(f"error: tracking URI {uri} cannot be reached: "), line
+    assert not Path(os.environ["BENCHMARK_CACHE"]).exists(), "nothing may run without a store to record it"
+
+
+# --- found when a cell runs: that cell FAILS with the reason, the grid goes on ------------------------------------
+
+
+def test_missing_and_corrupt_data_fail_their_cells_only(tmp_path, smoke_dict, capsys):
+    good = tmp_path / "good.npz"
+    rng = np.random.default_rng(0)
+    np.savez(good, x_train=rng.integers(0, 255, (40, 16, 16, 3), dtype=np.uint8), y_train=np.arange(40) % 4,
+             x_test=rng.integers(0, 255, (20, 16, 16, 3), dtype=np.uint8), y_test=np.arange(20) % 4)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive" * 10)
+    missing = tmp_path / "nowhere" / "missing.npz"
+    no_folder = tmp_path / "no-such-data-folder"
+
+    d = tiny(smoke_dict)
+    external = d["datasets"]["synthetic"]["external"]
+    d["datasets"].update({
+        "missing": {"external": external, "target": {"name": "npz", "params": {"path": str(missing)}}},
+        "truncated": {"external": external, "target": {"name": "npz", "params": {"path": str(truncated)}}},
+        "garbage": {"external": external, "target": {"name": "npz", "params": {"path": str(garbage)}}},
+        "mnist": {"external": external, "target": {"name": "mnist", "params": {"root": str(no_folder)}}},
+    })
+    suite = write_suite(tmp_path, d)
+    assert main(["run", str(suite), "--quiet"]) == 1  # some cells failed: not a user error of the whole suite
+    captured = capsys.readouterr()
+    assert "4 of 5 cells FAILED" in captured.err
+
+    cells = _cells("bad")
+    assert len(cells) == 5
+    by_dataset = {r.data.tags["dataset"]: r for r in cells.values()}
+    ok = by_dataset["synthetic"]
+    assert ok.info.status == "FINISHED" and all(m in ok.data.metrics for m in METRICS)
+    expected = {
+        "missing": [f"npz dataset file {missing} does not exist"],
+        "truncated": [f"npz dataset file {truncated}", "not a readable .npz archive"],
+        "garbage": [f"npz dataset file {garbage}", "not a readable .npz archive"],
+        "mnist": ["dataset 'mnist' not found in", str(no_folder), "download: true"],
+    }
+    for name, parts in expected.items():
+        run = by_dataset[name]
+        assert run.info.status == "FAILED", name
+        error = run.data.tags["benchmark.error"]
+        assert error.startswith("DataError: "), error
+        assert "\n" not in error
+        for part in parts:
+            assert part in error, (name, part, error)
+        assert "clean_accuracy" not in run.data.metrics
+        # the console line says the same
+        assert f"{run.info.run_name}: FAILED (DataError: " in captured.out
+    assert not no_folder.exists(), "a dataset that is not there must not be downloaded or created"
+
+
+def test_full_disk_while_caching_fails_that_cell_only(tmp_path, smoke_dict, monkeypatch, capsys):
+    """ENOSPC from the cache's write: the cell fails naming the entry, no partial file is left, the grid goes on."""
+    d = tiny(smoke_dict)
+    d["defenses"]["naive2"] = {"name": "naive", "params": {"max_epochs": 1, "lr": 0.001}}
+    suite = write_suite(tmp_path, d)
+    cache = Path(os.environ["BENCHMARK_CACHE"]).resolve()
+    real_fsync = os.fsync
+    failed: list[str] = []
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.startswith(str(cache / "backbone")) and not failed:  # the first backbone written: disk full
+            failed.append(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("needs /proc to tell the cache's files apart")
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(["run", str(suite), "--quiet"]) == 1
+    assert failed, "the simulated full disk was never hit"
+
+    cells = _cells("bad")
+    statuses = sorted(r.info.status for r in cells.values())
+    assert statuses == ["FAILED", "FINISHED"]
+    bad = next(r for r in cells.values() if r.info.status == "FAILED")
+    good = next(r for r in cells.values() if r.info.status == "FINISHED")
+    error = bad.data.tags["benchmark.error"]
+    assert "cannot write cache entry" in error and "No space left on device" in error, error
+    assert str(cache / "backbone") in error
+    assert all(m in good.data.metrics for m in METRICS)
+    # no temp file and no half entry: only the other cell's complete backbone (+ its sidecar)
+    left = sorted(p.name for p in (cache / "backbone").iterdir())
+    assert len(left) == 2 and {Path(n).suffix for n in left} == {".pt", ".json"}, left
+    assert "1 of 2 cells FAILED" in capsys.readouterr().err
+
+
+def test_nan_loss_fails_that_cell_with_the_reason(tmp_path, smoke_dict, capsys):
+    d = tiny(smoke_dict)
+    d["defenses"]["blowup"] = {"name": "naive", "params": {"max_epochs": 1, "lr": 1e30}}
+    suite = write_suite(tmp_path, d)
+    assert main(["run", str(suite), "--quiet"]) == 1
+    cells = {r.data.tags["defense"]: r for r in _cells("bad").values()}
+    blown = cells["blowup"]
+    assert blown.info.status == "FAILED"
+    error = blown.data.tags["benchmark.error"]
+    assert error.startswith("TrainingDiverged: ") and "lr=1e+30" in error, error
+    assert "nan" in error.lower() or "inf" in error.lower(), error
+    assert cells["naive"].info.status == "FINISHED"
+    assert all(m in cells["naive"].data.metrics for m in METRICS)
+    # the diverged weights were not cached: only the good backbone is there
+    assert len(list((Path(os.environ["BENCHMARK_CACHE"]) / "backbone").glob("*.pt"))) == 1
+    out = capsys.readouterr().out
+    assert "blowup/none/seed0: FAILED (TrainingDiverged: " in out
+
+
+def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, smoke_dict, monkeypatch, caplog):
+    suite = write_suite(tmp_path, tiny(smoke_dict))
+    assert main(["run", str(suite), "--quiet"]) == 0
+    entries = list((Path(os.environ["BENCHMARK_CACHE"]) / "backbone").glob("*.pt"))
+    assert len(entries) == 1
+    entry = entries[0]
+    good_bytes = entry.read_bytes()
+
+    loaded: list[str] = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        if hasattr(f, "getvalue"):
+            loaded.append(hashlib.sha256(f.getvalue()).hexdigest())
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    damaged = {
+        "garbage": b"\x00garbage" * (len(good_bytes) // 8),  # same size, other bytes
+        "truncated": good_bytes[: len(good_bytes) // 2],
+    }
+    for how, data in damaged.items():
+        entry.write_bytes(data)
+        caplog.clear()
+        assert main(["run", str(suite), "--quiet", "--rerun"]) == 0, how
+        # reported ...
+        warnings = [r.getMessage() for r in caplog.records if "is corrupt" in r.getMessage()]
+        assert len(warnings) == 1 and entry.stem in warnings[0] and "checksum mismatch" in warnings[0], warnings
+        # ... never loaded ...
+        assert hashlib.sha256(data).hexdigest() not in loaded, how
+        # ... and rebuilt: retrained into a valid entry again, with the same weights as before
+        rebuilt = entry.read_bytes()
+        assert json.loads(entry.with_suffix(".json").read_text())["sha256"] == hashlib.sha256(rebuilt).hexdigest()
+        new, old = (real_load(io.BytesIO(b), weights_only=True)["state_dict"] for b in (rebuilt, good_bytes))
+        assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new), how
+
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    runs = list(_cells_all(client, "bad"))
+    assert len(runs) == 3
+    first, *rebuilt = sorted(runs, key=lambda r: r.info.start_time)
+    for r in rebuilt:
+        assert r.info.status == "FINISHED"
+        assert r.data.metrics["backbone_cached"] == 0.0  # trained again, not read from the damaged file
+        assert {m: r.data.metrics[m] for m in METRICS} == {m: first.data.metrics[m] for m in METRICS}
+        log_file = client.download_artifacts(r.info.run_id, "cell_log.txt", str(tmp_path))
+        assert "is corrupt" in Path(log_file).read_text()  # the run's own log says so too
+
+
+def _cells_all(client: MlflowClient, suite_name: str):
+    exp = client.get_experiment_by_name(suite_name)
+    for r in client.search_runs([exp.experiment_id], max_results=1000):
+        if r.data.tags.get("benchmark.role") == "cell":
+            yield r
