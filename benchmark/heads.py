@@ -46,6 +46,10 @@ class LinearSVCParams(Params):
     tol: float = Field(1e-4, gt=0)  # sklearn default
     scale: bool = False  # code: raw, unscaled features; True: StandardScaler, folded into the weights
     dual: Literal["auto", True, False] = "auto"  # sklearn default
+    # sklearn's default None shuffles the dual solver with numpy's global RNG, seeded from the OS at start-up, so two
+    # runs of the same cell could give different heads; a fixed seed makes heads repeatable (the primal solver,
+    # which "auto" picks when N > D, does not use it)
+    random_state: int = 0
 
 
 class TorchSVMParams(Params):
@@ -147,7 +151,7 @@ class LinearSVCHead:
             scaler = StandardScaler().fit(xn)
             xn = scaler.transform(xn)
             mean, scale = torch.from_numpy(scaler.mean_), torch.from_numpy(scaler.scale_)
-        svc = LinearSVC(C=p.C, max_iter=p.max_iter, tol=p.tol, dual=p.dual)
+        svc = LinearSVC(C=p.C, max_iter=p.max_iter, tol=p.tol, dual=p.dual, random_state=p.random_state)
         with warnings.catch_warnings():
             # liblinear often stops at max_iter on raw CNN features, as it did in the paper's code; not an error
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -169,3 +169,14 @@ def test_errors_and_params(digits) -> None:
     p = REGISTRY.get("head", "linear_svc").validate({})
     assert (p.C, p.max_iter, p.tol, p.scale, p.dual) == (1.0, 1000, 1e-4, False, "auto")
     assert fit_heads([], "torch_svm") == []
+
+
+def test_linear_svc_is_repeatable_in_the_dual_solver(relu_features) -> None:
+    """N < D: 'auto' picks liblinear's dual solver, which shuffles; a fixed random_state makes it repeatable."""
+    f, y = relu_features
+    f, y = f[:60], y[:60]
+    np.random.seed(1)
+    a = fit_head(f, y, "linear_svc", {"max_iter": 5})
+    np.random.seed(2)
+    b = fit_head(f, y, "linear_svc", {"max_iter": 5})
+    assert torch.equal(a.weight, b.weight)
