@@ -9,7 +9,8 @@ How it works
 - A backbone is trained once per ``backbone_key``: the cells that share it form a group; the group's first cell
   runs first (it trains the backbone and writes it to the cache), and the group's other cells take that task's
   "done" ObjectRef as an argument, so Ray starts them only after it ended and they find the backbone in the cache.
-  A group whose backbone is already in the cache has no such ordering.
+  A group whose backbone is already in the cache has no such ordering. If the first cell's task dies, the cells
+  waiting for it (which Ray would fail without running them) are submitted again as a new group.
 - ``on_start(cell)`` is called in the driver when a task reports that it started (through a small actor that
   needs no CPU), and ``on_done(cell, record)`` when its result arrives (``ray.wait``), one at a time, in the
   driver: MLflow is written by one process, so nothing is lost or written twice.
@@ -188,19 +189,25 @@ class RayExecutor:
             groups.setdefault(backbone_key(cell), []).append(cell)
 
         pending: dict[Any, Cell] = {}  # result ref -> cell
+        followers: dict[Any, list[Any]] = {}  # a leader's result ref -> the refs of the cells waiting for it
         extra: list[Any] = []  # the leaders' tokens, cancelled on interrupt
-        for key, members in groups.items():
+
+        def submit(key: str, members: list[Cell]) -> None:
             entry = cache._path("backbone", key)
             cached = entry.exists() and entry.with_suffix(".json").exists()  # complete entries have a sidecar
             if len(members) == 1 or cached:
                 for cell in members:
                     pending[task.remote(cell, opts, cwd, starts)] = cell
-                continue
+                return
             token, first = leader.remote(members[0], opts, cwd, starts)
             pending[first] = members[0]
             extra.append(token)
-            for cell in members[1:]:
-                pending[task.remote(cell, opts, cwd, starts, token)] = cell
+            waiting = [task.remote(cell, opts, cwd, starts, token) for cell in members[1:]]
+            pending.update(zip(waiting, members[1:], strict=True))
+            followers[first] = waiting
+
+        for key, members in groups.items():
+            submit(key, members)
         log.info("ray: %d cells in %d backbone group(s) submitted", len(cells), len(groups))
 
         by_key = {c.key: c for c in cells}
@@ -230,12 +237,26 @@ class RayExecutor:
                         log.warning("ray: cannot read which cells started (%s)", _first_line(err))
                         drain = None
                 for ref in ready:
-                    cell = pending.pop(ref)
+                    cell = pending.pop(ref, None)
+                    if cell is None:  # a follower already resubmitted below
+                        continue
+                    waiting = followers.pop(ref, [])
                     try:
                         record = ray.get(ref)
-                    except Exception as err:  # the task died: a record that says so
+                    except Exception as err:  # the task died (run_cell itself never raises): a record that says so
                         record = Record(key=cell.key, title=cell.title(), params=cell.flat_params(), status="FAILED",
                                         error=f"ray task failed: {type(err).__name__}: {_first_line(err)}")
+                        # its followers would fail with it without running: they form a new group instead
+                        again = [pending.pop(w) for w in waiting if w in pending]
+                        for w in waiting:
+                            try:
+                                ray.cancel(w)
+                            except Exception:  # already failed with its leader
+                                pass
+                        if again:
+                            log.warning("ray: %s died; %d cell(s) waiting for its backbone are resubmitted",
+                                        cell.title(), len(again))
+                            submit(backbone_key(cell), again)
                     if cell.key not in begun:  # finished before its start mark was read
                         begun.add(cell.key)
                         on_start(cell)
