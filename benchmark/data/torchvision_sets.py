@@ -1,0 +1,104 @@
+"""CIFAR-10, CIFAR-100, MNIST and SVHN through torchvision, as raw uint8 arrays.
+
+The folder is the ``root`` you would give torchvision itself (so an existing torchvision data folder works as is):
+the dataset's ``root`` parameter, else ``--data-root`` / $BENCHMARK_DATA, else ~/.cache/robust-poison-bench/data.
+Nothing is downloaded unless ``download: true``; a missing dataset is a one-line ``DataError`` naming the folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.base import RawData, data_root as default_data_root
+from benchmark.errors import DataError
+from benchmark.registry import REGISTRY, Params
+
+
+class TorchvisionParams(Params):
+    download: bool = False  # fetch the files from the internet when missing
+    root: str | None = None  # the torchvision root folder; None: --data-root / $BENCHMARK_DATA / ~/.cache/...
+
+
+# name -> (torchvision class name, what torchvision expects under the root, description)
+_SETS = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "CIFAR-10 (torchvision): 50k/10k 32x32 RGB, 10 classes"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "CIFAR-100 (torchvision): 50k/10k 32x32 RGB, 100 fine classes"),
+    "mnist": ("MNIST", "MNIST/raw", "MNIST (torchvision): 60k/10k 28x28 grey digits"),
+    "svhn": ("SVHN", "train_32x32.mat and test_32x32.mat", "SVHN (torchvision): 73k/26k 32x32 RGB digits (no extra)"),
+}
+
+
+def _root(params: TorchvisionParams, data_root: Path | None) -> Path:
+    if params.root:
+        return Path(params.root).expanduser()
+    return default_data_root(data_root)
+
+
+def _expected(root: Path, name: str) -> Path:
+    layout = _SETS[name][1]
+    return root / layout if name != "svhn" else root
+
+
+def _open(name: str, params: TorchvisionParams, data_root: Path | None, train: bool):
+    import torchvision.datasets as tvd
+
+    cls_name, layout, _ = _SETS[name]
+    root = _root(params, data_root)
+    cls = getattr(tvd, cls_name)
+    kwargs = {"split": "train" if train else "test"} if name == "svhn" else {"train": train}
+    try:
+        return cls(root=str(root), download=params.download, **kwargs)
+    except RuntimeError as err:
+        if params.download:
+            raise DataError(
+                f"dataset '{name}': download into {root} failed or the files are corrupt ({_one_line(err)})"
+            ) from None
+        where = _expected(root, name)
+        if (name != "svhn" and where.exists()) or (name == "svhn" and any(root.glob("*_32x32.mat"))):
+            raise DataError(
+                f"dataset '{name}' in {where} is incomplete or corrupt (torchvision's check failed: "
+                f"{_one_line(err)}); remove it and set `download: true`, or point --data-root / BENCHMARK_DATA at a "
+                "good copy"
+            ) from None
+        raise DataError(
+            f"dataset '{name}' not found in {where} (torchvision layout: {layout} under {root}); "
+            "set `download: true` in the dataset's params, or point --data-root / BENCHMARK_DATA at a folder "
+            "that has it"
+        ) from None
+    except ImportError as err:  # SVHN needs scipy to read .mat files
+        raise DataError(f"dataset '{name}' needs a package that is not installed ({_one_line(err)})") from None
+    except (OSError, ValueError, EOFError) as err:  # network errors (URLError is an OSError), damaged files
+        action = "download into" if params.download else "read from"
+        raise DataError(f"dataset '{name}': could not {action} {root} ({_one_line(err)})") from None
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+    x = ds.data
+    y = getattr(ds, "targets", None)
+    if y is None:
+        y = ds.labels  # SVHN
+    x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+    y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+    return x, y.astype(np.int64)
+
+
+def _make(name: str):
+    def factory(params: TorchvisionParams, *, seed: int = 0, data_root: Path | None = None) -> RawData:
+        x_train, y_train = _arrays(_open(name, params, data_root, train=True))
+        x_test, y_test = _arrays(_open(name, params, data_root, train=False))
+        return RawData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+    factory.__name__ = f"load_{name}"
+    factory.__qualname__ = factory.__name__
+    return factory
+
+
+for _name, (_cls, _layout, _desc) in _SETS.items():
+    REGISTRY.register("dataset", _name, _desc, TorchvisionParams)(_make(_name))

@@ -1,0 +1,23 @@
+"""Backbones: VGG13 (paper style), CIFAR-style ResNet-18, a small CNN for CPU, and the frozen feature extractor.
+
+Importing this package registers the built-in backbone components (registry kind ``"backbone"``).
+"""
+
+from benchmark.models import resnet, small_cnn, vgg  # noqa: F401  (register built-ins)
+from benchmark.models.base import (
+    MODELS_VERSION,
+    Backbone,
+    FrozenFeatures,
+    PretrainedWeightsError,
+    build_backbone,
+    feature_extractor,
+)
+
+__all__ = [
+    "MODELS_VERSION",
+    "Backbone",
+    "FrozenFeatures",
+    "PretrainedWeightsError",
+    "build_backbone",
+    "feature_extractor",
+]
