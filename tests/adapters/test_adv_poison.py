@@ -2,56 +2,11 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from adapters.adv_poison import AdvPoison, shift_labels
-from adapters.base import AttackContext, apply_trial, check_budget
+from adapters.base import apply_trial, check_budget
 from benchmark.errors import ParamError
-from benchmark.linear import LinearHead
-
-
-def fit_head(f, y):
-    from sklearn.svm import LinearSVC
-
-    svc = LinearSVC(C=1.0, max_iter=5000).fit(f.numpy(), y.numpy())
-    w, b = torch.tensor(svc.coef_, dtype=torch.float32), torch.tensor(svc.intercept_, dtype=torch.float32)
-    if w.shape[0] == 1:
-        w, b = torch.cat([-w, w]), torch.cat([-b, b])
-    return LinearHead(w, b, torch.tensor(svc.classes_, dtype=torch.long))
-
-
-def make_ctx(classes=(0, 1), n_train=160, n_test=80, size=16, seed=0):
-    """sklearn digits upsampled to 3x16x16, a fixed random conv extractor (64-d), a LinearSVC head."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
-    y = torch.tensor(d.target, dtype=torch.long)
-    keep = torch.isin(y, torch.tensor(classes))
-    x, y = x[keep], y[keep]
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
-    torch.manual_seed(seed)
-    ext = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-    ).eval()  # fmt: skip
-    for q in ext.parameters():
-        q.requires_grad_(False)
-    xtr, ytr = x[:n_train], y[:n_train]
-    xte, yte = x[n_train : n_train + n_test], y[n_train : n_train + n_test]
-    with torch.no_grad():
-        ftr, fte = ext(xtr), ext(xte)
-    return AttackContext(ext, xtr, ytr, xte, yte, ftr, fte, fit_head(ftr, ytr), fit_head, seed=seed)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: one intra-op thread is faster, and orders of magnitude faster on a loaded machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from toy_context import accuracy, fit_head, make_ctx, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +18,6 @@ def ctx(one_thread):
 def ctx3(one_thread):
     return make_ctx(classes=(0, 1, 2), n_train=180, n_test=90)
 
-
-def accuracy(head, f, y):
-    return float((head.predict(f) == y).float().mean())
 
 
 def poisoned_accuracy(ctx, trial):
