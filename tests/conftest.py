@@ -34,3 +34,18 @@ def mnist_path() -> Path:
     if not SHARED_MNIST.exists():
         pytest.skip(f"real MNIST subset not found at {SHARED_MNIST} (it ships in ../shared/data beside the repo)")
     return SHARED_MNIST
+
+
+def tiny_suite(smoke: dict, name: str = "tiny", attacks: tuple[str, ...] = ("none", "label_flip")) -> dict:
+    """The smoke suite shrunk to seconds per cell: 16x16 images, a few hundred of them, one epoch, one defense."""
+    d = copy.deepcopy(smoke)
+    d["name"] = name
+    for role, n_train, n_test in (("external", 160, 40), ("target", 60, 30)):
+        spec = d["datasets"]["synthetic"][role]
+        spec["params"].update(n_train=n_train, n_test=n_test, image_size=16)
+        spec["image_size"] = 16
+    d["backbones"]["small_cnn"]["params"] = {"width": 4, "feature_dim": 16}
+    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
+    d["attacks"] = {k: v for k, v in d["attacks"].items() if k in attacks}
+    d["evaluation"].update(robust_steps=2, robust_samples=10)
+    return d

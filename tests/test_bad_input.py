@@ -7,7 +7,6 @@ fail that cell with a clear reason in its MLflow run; the grid goes on and the o
 
 from __future__ import annotations
 
-import copy
 import errno
 import hashlib
 import io
@@ -21,24 +20,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from conftest import write_suite
+from conftest import tiny_suite, write_suite
 
 METRICS = ("clean_accuracy", "poisoned_accuracy", "robust_accuracy", "external_accuracy")
-
-
-def tiny(smoke: dict, name: str = "bad") -> dict:
-    """One cell of the smoke suite on tiny data (16x16, one epoch); tests add what they break."""
-    d = copy.deepcopy(smoke)
-    d["name"] = name
-    for role, n_train, n_test in (("external", 160, 40), ("target", 60, 30)):
-        spec = d["datasets"]["synthetic"][role]
-        spec["params"].update(n_train=n_train, n_test=n_test, image_size=16)
-        spec["image_size"] = 16
-    d["backbones"]["small_cnn"]["params"] = {"width": 4, "feature_dim": 16}
-    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
-    d["attacks"] = {"none": {}}
-    d["evaluation"].update(robust_steps=2, robust_samples=10)
-    return d
 
 
 def _db() -> Path:
@@ -102,7 +86,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_invalid_suite_is_one_line_exit_2(case, tmp_path, smoke_dict, capsys):
     changes, expected = CASES[case]
-    d = tiny(smoke_dict)
+    d = tiny_suite(smoke_dict, "bad", attacks=("none",))
     for path, value in changes.items():
         if value is None:
             d.pop(path)
@@ -138,7 +122,7 @@ def test_malformed_yaml(text, where, tmp_path, capsys):
 
 
 def test_unreachable_tracking_uris(tmp_path, smoke_dict, capsys):
-    suite = write_suite(tmp_path, tiny(smoke_dict))
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict, "bad", attacks=("none",)))
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     for uri in (f"sqlite:///{blocker / 'mlflow.db'}", "http://127.0.0.1:9/"):
@@ -163,7 +147,7 @@ def test_missing_and_corrupt_data_fail_their_cells_only(tmp_path, smoke_dict, ca
     missing = tmp_path / "nowhere" / "missing.npz"
     no_folder = tmp_path / "no-such-data-folder"
 
-    d = tiny(smoke_dict)
+    d = tiny_suite(smoke_dict, "bad", attacks=("none",))
     external = d["datasets"]["synthetic"]["external"]
     d["datasets"].update({
         "missing": {"external": external, "target": {"name": "npz", "params": {"path": str(missing)}}},
@@ -203,7 +187,7 @@ def test_missing_and_corrupt_data_fail_their_cells_only(tmp_path, smoke_dict, ca
 
 def test_full_disk_while_caching_fails_that_cell_only(tmp_path, smoke_dict, monkeypatch, capsys):
     """ENOSPC from the cache's write: the cell fails naming the entry, no partial file is left, the grid goes on."""
-    d = tiny(smoke_dict)
+    d = tiny_suite(smoke_dict, "bad", attacks=("none",))
     d["defenses"]["naive2"] = {"name": "naive", "params": {"max_epochs": 1, "lr": 0.001}}
     suite = write_suite(tmp_path, d)
     cache = Path(os.environ["BENCHMARK_CACHE"]).resolve()
@@ -239,7 +223,7 @@ def test_full_disk_while_caching_fails_that_cell_only(tmp_path, smoke_dict, monk
 
 
 def test_nan_loss_fails_that_cell_with_the_reason(tmp_path, smoke_dict, capsys):
-    d = tiny(smoke_dict)
+    d = tiny_suite(smoke_dict, "bad", attacks=("none",))
     d["defenses"]["blowup"] = {"name": "naive", "params": {"max_epochs": 1, "lr": 1e30}}
     suite = write_suite(tmp_path, d)
     assert main(["run", str(suite), "--quiet"]) == 1
@@ -258,7 +242,7 @@ def test_nan_loss_fails_that_cell_with_the_reason(tmp_path, smoke_dict, capsys):
 
 
 def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, smoke_dict, monkeypatch, caplog):
-    suite = write_suite(tmp_path, tiny(smoke_dict))
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict, "bad", attacks=("none",)))
     assert main(["run", str(suite), "--quiet"]) == 0
     entries = list((Path(os.environ["BENCHMARK_CACHE"]) / "backbone").glob("*.pt"))
     assert len(entries) == 1

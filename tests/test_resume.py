@@ -7,7 +7,6 @@ marks the orphan KILLED and runs the cell again; each cell ends with exactly one
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import sqlite3
@@ -21,24 +20,9 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.suite import expand, load_suite
-from conftest import ROOT, write_suite
+from conftest import ROOT, tiny_suite, write_suite
 
 FULL = ("clean_accuracy", "poisoned_accuracy", "accuracy_drop", "robust_accuracy", "external_accuracy", "cell_seconds")
-
-
-def tiny(smoke: dict, name: str = "tiny", attacks: tuple[str, ...] = ("none", "label_flip")) -> dict:
-    """The smoke suite shrunk to seconds per cell: 16x16 images, a few hundred of them, one epoch, one defense."""
-    d = copy.deepcopy(smoke)
-    d["name"] = name
-    for role, n_train, n_test in (("external", 160, 40), ("target", 60, 30)):
-        spec = d["datasets"]["synthetic"][role]
-        spec["params"].update(n_train=n_train, n_test=n_test, image_size=16)
-        spec["image_size"] = 16
-    d["backbones"]["small_cnn"]["params"] = {"width": 4, "feature_dim": 16}
-    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
-    d["attacks"] = {k: v for k, v in d["attacks"].items() if k in attacks}
-    d["evaluation"].update(robust_steps=2, robust_samples=10)
-    return d
 
 
 def _env() -> dict[str, str]:
@@ -106,7 +90,7 @@ def _assert_complete(suite_path: Path, cells: list, parent_id: str) -> None:
 
 
 def test_sigkill_mid_cell_then_resume(tmp_path, smoke_dict, capsys):
-    suite = write_suite(tmp_path, tiny(smoke_dict))
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict))
     proc = subprocess.Popen(_cli(suite), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     orphan = _wait_for_running_cell(proc)
@@ -140,7 +124,7 @@ def test_sigkill_mid_cell_then_resume(tmp_path, smoke_dict, capsys):
 
 
 def test_ctrl_c_marks_the_running_cell_killed(tmp_path, smoke_dict):
-    suite = write_suite(tmp_path, tiny(smoke_dict))
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict))
     proc = subprocess.Popen(_cli(suite), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     running = _wait_for_running_cell(proc)
@@ -160,8 +144,8 @@ def test_ctrl_c_marks_the_running_cell_killed(tmp_path, smoke_dict):
 
 def test_two_processes_on_one_store_lose_nothing(tmp_path, smoke_dict):
     """Two suites started at once into one new sqlite store and one cache (same backbone: both train and save it)."""
-    a = write_suite(tmp_path, tiny(smoke_dict, "conc-a", attacks=("label_flip",)), "a.yaml")
-    b = write_suite(tmp_path, tiny(smoke_dict, "conc-b", attacks=("none",)), "b.yaml")
+    a = write_suite(tmp_path, tiny_suite(smoke_dict, "conc-a", attacks=("label_flip",)), "a.yaml")
+    b = write_suite(tmp_path, tiny_suite(smoke_dict, "conc-b", attacks=("none",)), "b.yaml")
     assert not Path(_db_path()).exists()  # both processes race to create it
     procs = [
         subprocess.Popen(_cli(s), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -182,7 +166,7 @@ def test_two_processes_on_one_store_lose_nothing(tmp_path, smoke_dict):
 
 
 def test_rerun_starts_a_new_parent(tmp_path, smoke_dict, capsys):
-    suite = write_suite(tmp_path, tiny(smoke_dict))
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict))
     assert main(["run", str(suite), "--quiet"]) == 0
     assert main(["run", str(suite), "--quiet"]) == 0  # resume: nothing left to do
     assert main(["run", str(suite), "--quiet", "--rerun"]) == 0
