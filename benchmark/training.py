@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -316,7 +316,33 @@ def _targets(y: torch.Tensor, classes: Sequence[int] | torch.Tensor | None) -> t
     return idx
 
 
-@torch.no_grad()
+def _accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    device: torch.device,
+    batch_size: int,
+    perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """Accuracy of ``model`` in eval mode on ``x`` (optionally perturbed per batch); the caller's mode is restored."""
+    if len(x) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device, torch.float32)
+            yb = target[i : i + batch_size].to(device)
+            if perturb is not None:
+                xb = perturb(xb, yb)
+            with torch.no_grad():
+                correct += int((model(xb).argmax(dim=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(x)
+
+
 def evaluate_accuracy(
     model: nn.Module,
     x: torch.Tensor,
@@ -330,20 +356,7 @@ def evaluate_accuracy(
     ``y`` holds original labels mapped through ``classes`` (``TrainResult.classes``), or, with ``classes=None``,
     row indices of the model's outputs.
     """
-    device = torch.device(device)
-    target = _targets(y, classes)
-    if len(x) == 0:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        for i in range(0, len(x), batch_size):
-            out = model(x[i : i + batch_size].to(device, torch.float32))
-            correct += int((out.argmax(dim=1).cpu() == target[i : i + batch_size]).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(x)
+    return _accuracy(model, x, _targets(y, classes), torch.device(device), batch_size)
 
 
 def robust_accuracy(
@@ -369,21 +382,8 @@ def robust_accuracy(
         _check_eps(eps)
     except ValueError as err:
         raise ParamError(str(err)) from None
-    device = torch.device(device)
     target = _targets(y, classes)
     if len(x) == 0:
         return float("nan")
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        generate = make_example_generator("pgd", model, eps, steps, step_size, random_start)
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device, torch.float32)
-            yb = target[i : i + batch_size].to(device)
-            x_adv = generate(xb, yb)
-            with torch.no_grad():
-                correct += int((model(x_adv).argmax(dim=1) == yb).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(x)
+    generate = make_example_generator("pgd", model, eps, steps, step_size, random_start)
+    return _accuracy(model, x, target, torch.device(device), batch_size, perturb=generate)
