@@ -525,12 +525,7 @@ class TorchSVMHead:
 
 
 def _resolve(head_name: str, params: Params | dict[str, Any] | None) -> Params:
-    comp = REGISTRY.get("head", head_name)
-    if isinstance(params, comp.params):
-        return params
-    if isinstance(params, Params):
-        params = params.model_dump()
-    return comp.validate(params)
+    return REGISTRY.get("head", head_name).resolve(params)
 
 
 def make_head_fitter(

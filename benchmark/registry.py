@@ -47,6 +47,14 @@ class Component:
         except ValidationError as err:
             raise ParamError(f"{self.kind} '{self.name}': {format_validation_error(err)}") from None
 
+    def resolve(self, params: BaseModel | dict[str, Any] | None) -> BaseModel:
+        """``params`` as this component's model: kept if it already is one, else re-validated (ParamError)."""
+        if isinstance(params, self.params):
+            return params
+        if isinstance(params, BaseModel):
+            params = params.model_dump()
+        return self.validate(params)
+
     def defaults(self) -> dict[str, Any]:
         out = {}
         for key, field in self.params.model_fields.items():

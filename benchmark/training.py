@@ -140,12 +140,7 @@ def label_indices(y: torch.Tensor, classes: Sequence[int] | torch.Tensor, unknow
 
 
 def _resolve(defense_name: str, params: Params | dict[str, Any] | None) -> Params:
-    comp = REGISTRY.get("defense", defense_name)
-    if isinstance(params, comp.params):
-        return params
-    if isinstance(params, Params):
-        params = params.model_dump()
-    return comp.validate(params)
+    return REGISTRY.get("defense", defense_name).resolve(params)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
