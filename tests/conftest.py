@@ -49,3 +49,14 @@ def tiny_suite(smoke: dict, name: str = "tiny", attacks: tuple[str, ...] = ("non
     d["attacks"] = {k: v for k, v in d["attacks"].items() if k in attacks}
     d["evaluation"].update(robust_steps=2, robust_samples=10)
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is faster, and much faster on a busy shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

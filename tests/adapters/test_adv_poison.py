@@ -6,7 +6,9 @@ import torch
 from adapters.adv_poison import AdvPoison, shift_labels
 from adapters.base import apply_trial, check_budget
 from benchmark.errors import ParamError
-from toy_context import accuracy, fit_head, make_ctx, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from torch import nn
 from adapters.base import apply_trial, check_budget
 from adapters.label_flip import LabelFlip
 from benchmark.errors import ParamError
-from toy_context import accuracy, fit_head, make_ctx, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def wide_extractor():

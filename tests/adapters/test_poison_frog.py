@@ -6,7 +6,9 @@ import torch
 from adapters.base import check_budget
 from adapters.poison_frog import PoisonFrog, select_targets, sign_pgd
 from benchmark.errors import ParamError
-from toy_context import accuracy, fit_head, make_ctx, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """A tiny attack context shared by the adapter tests: sklearn digits, a fixed random conv extractor, a LinearSVC."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,12 +48,3 @@ def make_ctx(classes=(0, 1), n_train=160, n_test=80, size=16, seed=0, extractor=
 
 def accuracy(head, f, y):
     return float((head.predict(f) == y).float().mean())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: one intra-op thread is faster, and orders of magnitude faster on a loaded machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -13,13 +13,7 @@ from benchmark.training import TrainResult, evaluate_accuracy, robust_accuracy, 
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster, and much faster on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 class TinyBackbone(nn.Module):
     """The Backbone interface (features, classifier, feature_dim) on 1x8x8 images."""
