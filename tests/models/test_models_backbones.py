@@ -96,3 +96,35 @@ def test_vgg13_imagenet_weights_fail_clearly_offline(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "ImageNet weights" in msg and "pretrained: none" in msg and "\n" not in msg
     assert str(tmp_path / "torch-home") in msg
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_small_cnn_layout_and_pool_order_do_not_change_its_function(batch_norm):
+    """The small CNN pools before its ReLUs and runs channels-last for speed; it must compute what the textbook
+    order (conv, ReLU, pool) computes in NCHW with the same weights."""
+    torch.manual_seed(0)
+    model = build_backbone("small_cnn", {"width": 8, "feature_dim": 16, "batch_norm": batch_norm}, num_classes=3)
+    model.eval()
+    x = torch.rand(5, 3, 32, 32)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        h = x
+        layers = list(model.features)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, torch.nn.MaxPool2d):  # swap back: ReLU first, then pool
+                h = torch.relu(h)
+                h = layer(h)
+                i += 2  # skip the ReLU that followed the pool
+                continue
+            if type(layer).__name__ != "ChannelsLast":
+                h = layer(h.contiguous()) if isinstance(layer, torch.nn.Conv2d) else layer(h)
+            i += 1
+        return h
+
+    with torch.no_grad():
+        got, want = model.features(x), reference(x)
+    assert got.shape == want.shape == (5, 16)
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.features) == 2
