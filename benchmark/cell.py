@@ -22,10 +22,11 @@ from adapters.base import Attack, AttackContext, PoisonResult, check_budget
 from benchmark.cache import Cache
 from benchmark.data import load_data
 from benchmark.hashing import stable_hash
-from benchmark.heads import fit_head, fit_heads
+from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
 from benchmark.metrics import accuracy, wilson_interval
 from benchmark.models import build_backbone, feature_extractor
+from benchmark.refit import RowEdit, refit_heads
 from benchmark.registry import REGISTRY
 from benchmark.suite import Cell
 from benchmark.training import evaluate_accuracy, robust_accuracy, train_backbone
@@ -236,16 +237,19 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
 
     # 6. heads on poisoned features, then metrics
     t0 = time.perf_counter()
-    poisoned_sets = []
-    for trial in result.trials:
-        f_p, y_p = f_tr.clone(), y_tr.clone()
-        if len(trial.indices):
-            new = trial.features if result.space == "feature" else _extract(extractor, trial.x, device)
-            f_p[trial.indices] = new.to(f_p.dtype)
-            y_p[trial.indices] = trial.y
-        poisoned_sets.append((f_p, y_p))
-    # the clean head warm-starts the batched solver: a poisoned set differs from the clean one in a few rows
-    heads = fit_heads(poisoned_sets, cell.head.name, cell.head.params, device=device, init=clean_head)
+    sizes = [len(trial.indices) for trial in result.trials]
+    if result.space == "feature":
+        parts = [t.features if n else None for t, n in zip(result.trials, sizes, strict=True)]
+        new_rows = torch.cat([p for p in parts if p is not None]) if any(sizes) else f_tr[:0]
+    else:  # every trial's poisons in one pass through the extractor
+        images = [t.x for t, n in zip(result.trials, sizes, strict=True) if n]
+        new_rows = _extract(extractor, torch.cat(images), device) if images else f_tr[:0]
+    edits = [
+        RowEdit(trial.indices, rows.to(f_tr.dtype), trial.y)
+        for trial, rows in zip(result.trials, new_rows.split(sizes), strict=True)
+    ]
+    # one base set and the replaced rows: the torch head solves all trials together from the clean head
+    heads = refit_heads(f_tr, y_tr, edits, cell.head.name, cell.head.params, device=device, init=clean_head)
     m["refit_seconds"] = time.perf_counter() - t0
     accs = [accuracy(h.predict(f_te), y_te) for h in heads]
     m["poisoned_accuracy"] = float(np.mean(accs))

@@ -382,39 +382,40 @@ def _cg_direction(
 def _line_search(
     w: torch.Tensor, d: torch.Tensor, z: torch.Tensor, xd: torch.Tensor, s: torch.Tensor, m: torch.Tensor, twoC: float
 ) -> torch.Tensor:
-    """argmin_t f(w + t d) per problem (T, 1, Q): f is piecewise quadratic along d, phi' piecewise linear and
-    increasing; safeguarded Newton on phi' inside a bracket (bisection when Newton leaves it)."""
+    """argmin_{t >= 0} f(w + t d) per problem (T, 1, Q), exactly, without iterating.
+
+    Along d the objective is piecewise quadratic: with u_i = 1 - s_i z_i and v_i = s_i (X d)_i, row i is active
+    while u_i - t v_i > 0, and while active adds (z_i - s_i + t xd_i) xd_i to phi'(t) / 2C. So phi'(t) = A + t B
+    on each interval between the breakpoints u_i / v_i, and (A, B) change by one row's terms at each breakpoint.
+    Sorting the breakpoints and summing those changes gives every interval's (A, B); the minimum is in the first
+    interval at whose end phi' is >= 0, at -A / B clamped to the interval (a kink when phi' jumps over zero).
+    Rows: z, xd, s (T, R, Q); m (T, R, 1) or (T, R, Q), 1 for real rows.
+    """
     dt = w.dtype
-    tiny = torch.finfo(dt).tiny
-    wd = (w * d).sum(dim=1, keepdim=True)
+    wd = (w * d).sum(dim=1, keepdim=True)  # (T, 1, Q)
     dd = (d * d).sum(dim=1, keepdim=True)
-
-    def dphi(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        zt = z + t * xd
-        act = ((1.0 - s * zt) > 0).to(dt) * m
-        first = wd + t * dd + twoC * (act * (zt - s) * xd).sum(dim=1, keepdim=True)
-        second = dd + twoC * (act * xd * xd).sum(dim=1, keepdim=True)
-        return first, second
-
-    lo = torch.zeros_like(wd)
-    hi = torch.full_like(wd, math.inf)
-    t = torch.ones_like(wd)  # the full Newton step
-    d0, _ = dphi(torch.zeros_like(wd))
-    scale0 = d0.abs().clamp(min=tiny)
-    for _ in range(60):
-        d1, d2 = dphi(t)
-        lo = torch.where(d1 < 0, t, lo)
-        hi = torch.where(d1 >= 0, t, hi)
-        if bool((d1.abs() <= 1e-12 * scale0).all()):
-            break
-        t_newton = t - d1 / d2.clamp(min=tiny)
-        inside = (t_newton > lo) & (t_newton < hi)
-        t_next = torch.where(inside, t_newton, torch.where(torch.isinf(hi), 2 * t, (lo + hi) / 2))
-        converged = (d1.abs() <= 1e-12 * scale0) | ((hi - lo) <= 1e-15 * hi.clamp(min=1))
-        t = torch.where(converged, t, t_next)
-    # phi' < 0 on [0, lo]: lo is a safe descent step if the last point ended past the minimum
-    d1, _ = dphi(t)
-    return torch.where(d1 > 1e-8 * scale0, lo, t)
+    real = m > 0
+    u = 1.0 - s * z
+    v = s * xd
+    alpha = twoC * (z - s) * xd
+    beta = twoC * xd * xd
+    active0 = real & ((u > 0) | ((u == 0) & (v < 0)))  # active just after t = 0
+    leave = real & (u > 0) & (v > 0)
+    enter = real & (u < 0) & (v < 0)
+    times = torch.where(leave | enter, u / torch.where(v == 0, torch.ones_like(v), v), torch.full_like(u, math.inf))
+    delta = leave.to(dt) * -1.0 + enter.to(dt)
+    a0 = wd + (alpha * active0).sum(dim=1, keepdim=True)
+    b0 = dd + (beta * active0).sum(dim=1, keepdim=True)
+    times, order = torch.sort(times, dim=1)
+    a = torch.cat([a0, a0 + torch.cumsum((alpha * delta).gather(1, order), dim=1)], dim=1)  # (T, R + 1, Q)
+    b = torch.cat([b0, b0 + torch.cumsum((beta * delta).gather(1, order), dim=1)], dim=1)
+    starts = torch.cat([torch.zeros_like(wd), times], dim=1)
+    ends = torch.cat([times, torch.full_like(wd, math.inf)], dim=1)
+    at_end = torch.where(torch.isinf(ends), torch.where(b > 0, math.inf, a), a + torch.nan_to_num(ends * b))
+    k = torch.argmax((at_end >= 0).to(torch.int8), dim=1, keepdim=True)  # first interval where phi' reaches 0
+    ak, bk = a.gather(1, k), b.gather(1, k)
+    root = torch.where(bk > 0, -ak / bk.clamp(min=torch.finfo(dt).tiny), torch.zeros_like(ak))
+    return torch.minimum(torch.maximum(root, starts.gather(1, k)), ends.gather(1, k)).clamp(min=0.0)
 
 
 @REGISTRY.register(

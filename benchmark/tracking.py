@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,11 +47,33 @@ def _local_sqlite_dir(uri: str) -> Path | None:
     return None
 
 
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """A Ctrl-C that arrives during a store call is raised when the call has ended, not inside it: interrupted
+    inside SQLAlchemy it prints a traceback of its own and can leave a run half written. Main thread only, and only
+    over Python's default handler (a caller's own SIGINT handler is left alone)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if pending:
+            raise KeyboardInterrupt
+
+
 def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
     """sqlite allows one writer at a time: two `benchmark run` processes retry instead of losing a write."""
     for i in range(attempts):
         try:
-            return fn()
+            with _ctrl_c_held():
+                return fn()
         except Exception as err:
             if "locked" not in str(err).lower() or i == attempts - 1:
                 raise
