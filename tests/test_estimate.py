@@ -55,3 +55,11 @@ def test_lines_name_the_device(smoke_dict):
     cpu = estimate_lines(suite, cells, "cpu")
     assert "CPU" in cpu[0] and "GPU" not in cpu[0]
     assert len(estimate_lines(suite, cells, "auto")) == 3  # both estimates, then what was counted
+
+
+def test_torch_svm_refits_cost_less_than_linearsvc_fits(smoke_dict):
+    pf = {"pf": {"name": "poison_frog", "params": {"target_class": 0, "base_class": 1, "num_targets": 100}}}
+    sk = estimate(*_suite(smoke_dict, attacks=pf), gpu=False)
+    torch_head = estimate(*_suite(smoke_dict, attacks=pf, head={"name": "torch_svm"}), gpu=False)
+    assert 0 < torch_head.seconds["heads"] < sk.seconds["heads"] / 10
+    assert torch_head.seconds["attacks"] == sk.seconds["attacks"]

@@ -178,3 +178,18 @@ def test_images_outside_unit_range_are_rejected() -> None:
     x, y, _, _ = digits()
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         train_backbone(build(0), x[:64] * 16, y[:64], "naive", {"max_epochs": 1}, progress=False)
+
+
+@pytest.mark.parametrize(("precision", "bf16_on_cpu"), [("auto", False), ("float32", False), ("bf16", True)])
+def test_precision_decides_where_autocast_runs(precision: str, bf16_on_cpu: bool) -> None:
+    """CPU training is float32 unless bf16 is asked for; with it, the forward passes (attack steps too) run in bf16
+    and the model still learns."""
+    x, y, xt, yt = digits()
+    model = build(0)
+    seen: list[torch.dtype] = []
+    model.classifier.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    params = {**COMMON, "max_epochs": 2, "eps": 0.05, "steps": 2, "precision": precision}
+    train_backbone(model, x[:640], y[:640], "pgd", params, seed=0, progress=False)
+    training_dtypes = set(seen)
+    assert training_dtypes == ({torch.bfloat16} if bf16_on_cpu else {torch.float32})
+    assert evaluate_accuracy(model, xt, yt) > 0.5  # evaluation is float32 either way; chance is 0.1
