@@ -197,6 +197,7 @@ class _SharedNewton:
     """
 
     REBUILD_EVERY = 8
+    CHUNK_BYTES = 256 << 20  # per-problem Newton blocks held at once
 
     def __init__(
         self,
@@ -317,14 +318,31 @@ class _SharedNewton:
     ) -> torch.Tensor:
         """-H_t^{-1} g_t for the live problems, exactly, from the shared reference factor (Woodbury)."""
         self._update_reference(ab)
-        assert self.ref_active is not None and self.ref_factor is not None and self.ref_hess is not None
+        assert self.ref_active is not None
+        D1 = self.x0.shape[1]
+        L, _, Q = g.shape
+        # columns of U_t: base rows whose activity differs from the reference (sign -1 / +1), then replacement rows
+        sigma = (ab - self.ref_active.unsqueeze(1)).permute(1, 2, 0)  # (L, Q, N)
+        sigma = sigma * (~done).permute(0, 2, 1).to(sigma.dtype)  # finished problems need no direction
+        r = int((sigma != 0).sum(dim=2).max()) + ae.shape[1]
+        # bound the per-problem blocks (U, and H_t when formed) held at once
+        per_problem = Q * (r + (D1 if r > D1 else 0)) * D1 * self.x0.element_size()
+        chunk = max(1, self.CHUNK_BYTES // max(per_problem, 1))
+        return torch.cat(
+            [
+                self._direction_chunk(sigma[c : c + chunk], ae[c : c + chunk], g[c : c + chunk], live[c : c + chunk])
+                for c in range(0, L, chunk)
+            ]
+        )
+
+    def _direction_chunk(
+        self, sigma: torch.Tensor, ae: torch.Tensor, g: torch.Tensor, live: torch.Tensor
+    ) -> torch.Tensor:
+        assert self.ref_factor is not None and self.ref_hess is not None
         x0, twoC = self.x0, self.twoC
         D1 = x0.shape[1]
         T, _, Q = g.shape
         dt = x0.dtype
-        # columns of U_t: base rows whose activity differs from the reference (sign -1 / +1), then replacement rows
-        sigma = (ab - self.ref_active.unsqueeze(1)).permute(1, 2, 0)  # (T, Q, N)
-        sigma = sigma * (~done).permute(0, 2, 1).to(dt)  # finished problems need no direction
         r_base = int((sigma != 0).sum(dim=2).max())
         cols, signs = [], []
         if r_base:

@@ -82,6 +82,19 @@ def test_many_replaced_rows_take_the_direct_path(features, monkeypatch):
     _assert_same_optimum(f, y, edits, heads, [fit_head(*e.apply(f, y), "torch_svm") for e in edits])
 
 
+def test_chunked_directions_give_the_same_heads(features, monkeypatch):
+    """Newton directions computed a few problems at a time (memory bound) equal those computed all at once."""
+    import benchmark.refit
+
+    f, y = features
+    edits = _edits(f, y, n=7, rows=3, flip=True)
+    whole = refit_heads(f, y, edits, "torch_svm")
+    monkeypatch.setattr(benchmark.refit._SharedNewton, "CHUNK_BYTES", 1)  # one problem per chunk
+    chunked = refit_heads(f, y, edits, "torch_svm")
+    for a, b in zip(whole, chunked, strict=True):
+        assert torch.allclose(a.weight, b.weight, atol=1e-6) and torch.allclose(a.bias, b.bias, atol=1e-6)
+
+
 def test_float32_is_close(features):
     f, y = features
     edits = _edits(f, y, n=6, rows=2, flip=False)
