@@ -25,7 +25,7 @@ from benchmark.hashing import stable_hash
 from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
 from benchmark.metrics import accuracy, wilson_interval
-from benchmark.models import build_backbone, feature_extractor
+from benchmark.models import MODELS_VERSION, build_backbone, feature_extractor
 from benchmark.refit import RowEdit, refit_heads
 from benchmark.registry import REGISTRY
 from benchmark.suite import Cell
@@ -72,6 +72,7 @@ def backbone_key(cell: Cell) -> str:
             "defense": [cell.defense.name, cell.defense.params],
             "seed": cell.seed,
             "version": TRAINING_VERSION,
+            "models": MODELS_VERSION,  # an architecture change invalidates trained weights
         }
     )
 
