@@ -239,12 +239,13 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     # 6. heads on poisoned features, then metrics
     t0 = time.perf_counter()
     sizes = [len(trial.indices) for trial in result.trials]
-    if result.space == "feature":
-        parts = [t.features if n else None for t, n in zip(result.trials, sizes, strict=True)]
-        new_rows = torch.cat([p for p in parts if p is not None]) if any(sizes) else f_tr[:0]
+    changed = [t for t, n in zip(result.trials, sizes, strict=True) if n]
+    if not changed:
+        new_rows = f_tr[:0]
+    elif result.space == "feature":
+        new_rows = torch.cat([t.features for t in changed])
     else:  # every trial's poisons in one pass through the extractor
-        images = [t.x for t, n in zip(result.trials, sizes, strict=True) if n]
-        new_rows = _extract(extractor, torch.cat(images), device) if images else f_tr[:0]
+        new_rows = _extract(extractor, torch.cat([t.x for t in changed]), device)
     edits = [
         RowEdit(trial.indices, rows.to(f_tr.dtype), trial.y)
         for trial, rows in zip(result.trials, new_rows.split(sizes), strict=True)

@@ -99,6 +99,24 @@ def _from_rows(coef: torch.Tensor, intercept: torch.Tensor, classes: torch.Tenso
     )
 
 
+def _label_signs(labels: torch.Tensor, classes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One-vs-rest targets in {-1, +1}: (N, 1) for a binary task (positive class ``classes[1]``), else (N, K)."""
+    classes = classes.to(labels.device)
+    if len(classes) == 2:
+        return torch.where(labels == classes[1], 1.0, -1.0).to(dtype).unsqueeze(-1)
+    return torch.where(labels.unsqueeze(-1) == classes, 1.0, -1.0).to(dtype)
+
+
+def _head_rows(
+    head: LinearHead, classes: torch.Tensor, dtype: torch.dtype, device: torch.device, what: str = "init head"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A head's weights (q, D) and biases (q,) as the solvers' problems (a binary head's positive row only)."""
+    if not torch.equal(head.classes.cpu().long(), classes):
+        raise DataError(f"{what} has classes {head.classes.tolist()}, the data {classes.tolist()}")
+    weight, bias = head.weight.to(device, dtype), head.bias.to(device, dtype)
+    return (weight[1:], bias[1:]) if len(classes) == 2 else (weight, bias)
+
+
 def _fold_scaling(coef: torch.Tensor, intercept: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor):  # noqa: ANN202
     """Scores on standardised features ``(f - mean) / scale`` as a linear function of raw ``f``."""
     w = coef / scale
@@ -476,11 +494,8 @@ class TorchSVMHead:
             n = len(f)
             x[t, :n, :D] = f.detach().to(dev, dt)
             mask[t, :n] = True
-            yd = y.detach().long().to(dev)
-            if len(c) == 2:
-                s[t, :n, 0] = torch.where(yd == int(c[1]), 1.0, -1.0).to(dt)
-            else:
-                s[t, :n, : len(c)] = torch.where(yd.unsqueeze(1) == c.to(dev).unsqueeze(0), 1.0, -1.0).to(dt)
+            signs = _label_signs(y.detach().long().to(dev), c, dt)
+            s[t, :n, : signs.shape[1]] = signs
         if p.scale:
             mean, scale = _scaler_stats(x[:, :, :D], mask)  # (T, D)
             x[:, :, :D] = (x[:, :, :D] - mean.unsqueeze(1)) / scale.unsqueeze(1)
@@ -494,11 +509,7 @@ class TorchSVMHead:
                 raise DataError(f"init has {len(inits)} heads for {T} training sets")
             w0 = torch.zeros(T, D + 1, Q, dtype=dt, device=dev)
             for t, (h, c) in enumerate(zip(inits, classes, strict=True)):
-                if not torch.equal(h.classes.cpu().long(), c):
-                    raise DataError(f"init head {t} has classes {h.classes.tolist()}, the data {c.tolist()}")
-                wt, bt = h.weight.to(dev, dt), h.bias.to(dev, dt)
-                if len(c) == 2:
-                    wt, bt = wt[1:], bt[1:]
+                wt, bt = _head_rows(h, c, dt, dev, what=f"init head {t}")
                 if p.scale:  # the same scores on standardised features
                     bt = bt + wt @ mean[t]
                     wt = wt * scale[t]

@@ -41,6 +41,8 @@ from benchmark.heads import (
     _as_tensor,
     _check,
     _from_rows,
+    _head_rows,
+    _label_signs,
     _line_search,
     fit_heads,
     make_head_fitter,
@@ -145,18 +147,11 @@ def _fit_shared(
     dev = fitter.device
     N, D = f0.shape
     D1, T = D + 1, len(edits)
-    binary = len(classes) == 2
-    Q = 1 if binary else len(classes)
+    Q = 1 if len(classes) == 2 else len(classes)
     M = max(1, max(len(e.indices) for e in edits))
 
-    def signs(y: torch.Tensor) -> torch.Tensor:
-        y = y.to(dev)
-        if binary:
-            return torch.where(y == int(classes[1]), 1.0, -1.0).to(dt).unsqueeze(-1)
-        return torch.where(y.unsqueeze(-1) == classes.to(dev), 1.0, -1.0).to(dt)
-
     x0 = torch.cat([f0.to(dev, dt), torch.ones(N, 1, dtype=dt, device=dev)], dim=1)  # (N, D1)
-    s0 = signs(y0)  # (N, Q)
+    s0 = _label_signs(y0.to(dev), classes, dt)  # (N, Q)
     # replacement rows, padded to M per problem: position (t, j) holds edit t's j-th row
     sizes = torch.tensor([len(e.indices) for e in edits])
     t_of = torch.repeat_interleave(torch.arange(T), sizes).to(dev)
@@ -168,7 +163,7 @@ def _fit_shared(
         dim=1,
     )
     sr = torch.ones(T, M, Q, dtype=dt, device=dev)
-    sr[t_of, j_of] = signs(torch.cat([e.labels.long() for e in edits]))
+    sr[t_of, j_of] = _label_signs(torch.cat([e.labels.long() for e in edits]).to(dev), classes, dt)
     emask = torch.zeros(T, M, dtype=torch.bool, device=dev)
     emask[t_of, j_of] = True
     keep = torch.ones(N, T, dtype=torch.bool, device=dev)  # base rows present in each problem
@@ -176,11 +171,7 @@ def _fit_shared(
 
     w = torch.zeros(T, D1, Q, dtype=dt, device=dev)
     if init is not None:
-        if not torch.equal(init.classes.cpu().long(), classes):
-            raise DataError(f"init head has classes {init.classes.tolist()}, the data {classes.tolist()}")
-        wt, bt = init.weight.to(dev, dt), init.bias.to(dev, dt)
-        if binary:
-            wt, bt = wt[1:], bt[1:]
+        wt, bt = _head_rows(init, classes, dt, dev)
         w[:, :D, :] = wt.T
         w[:, D, :] = bt
 
@@ -327,7 +318,7 @@ class _SharedNewton:
         r = int((sigma != 0).sum(dim=2).max()) + ae.shape[1]
         # bound the per-problem blocks (U, and H_t when formed) held at once
         per_problem = Q * (r + (D1 if r > D1 else 0)) * D1 * self.x0.element_size()
-        chunk = max(1, self.CHUNK_BYTES // max(per_problem, 1))
+        chunk = max(1, self.CHUNK_BYTES // per_problem)
         return torch.cat(
             [
                 self._direction_chunk(sigma[c : c + chunk], ae[c : c + chunk], g[c : c + chunk], live[c : c + chunk])
