@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -237,7 +238,7 @@ def section_peak(device: torch.device, sizes: Sizes) -> dict[str, float]:
         a @ b
     reps = 10
     seconds, _ = timed(lambda: [a @ b for _ in range(reps)], device)
-    return {"matmul_n": n, "dtype": str(dtype), "tflops": round(2 * n**3 * reps / seconds / 1e12, 2)}
+    return {"matmul_n": n, "dtype": str(dtype), "tflops": float(f"{2 * n**3 * reps / seconds / 1e12:.4g}")}
 
 
 def section_training(device: torch.device, sizes: Sizes) -> dict[str, Any]:
@@ -398,6 +399,20 @@ def section_refits(device: torch.device, sizes: Sizes) -> dict[str, Any]:
             "speedup": round(sk_total / torch_s, 1), "max_train_accuracy_difference": round(agree, 4)}
 
 
+def _cli(argv: list[str]) -> tuple[int, str]:
+    """``python -m benchmark ARGV`` in this process (no second start-up of torch and MLflow): exit code, stdout."""
+    import contextlib
+    import io
+
+    from benchmark.cli import main as cli_main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli_main(argv)
+    log.info("python -m benchmark %s: exit %d\n%s", " ".join(argv), rc, buf.getvalue()[-4000:])
+    return rc, buf.getvalue()
+
+
 def section_suite(out: Path, device: torch.device, sizes: Sizes, quick: bool) -> dict[str, Any]:
     """``benchmark run suites/gpu-check.yaml`` end to end into a store under OUT, then ``report``; tarred."""
     import yaml
@@ -427,26 +442,22 @@ def section_suite(out: Path, device: torch.device, sizes: Sizes, quick: bool) ->
         suite_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     suite = load_suite(suite_path)
     only = [a for s in sizes.suite_only for a in ("--only", s)]
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "BENCHMARK_CACHE": str(work / "cache")}
-    base = [sys.executable, "-m", "benchmark"]
+    store = ["--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
     t0 = time.perf_counter()
-    run = subprocess.run([*base, "run", str(suite_path), "--device", device.type, "--quiet", *only],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    run_rc, run_out = _cli(["run", str(suite_path), "--device", device.type, "--quiet", "--cache-dir",
+                            str(work / "cache"), *store, *only])
     run_s = time.perf_counter() - t0
-    log.info("run: exit %d\n%s%s", run.returncode, run.stdout[-4000:], run.stderr[-2000:])
-    rep = subprocess.run([*base, "report", "--suite", suite.name, "--out", str(work / "report")],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
-    log.info("report: exit %d\n%s", rep.returncode, rep.stderr[-2000:])
+    rep_rc, _ = _cli(["report", "--suite", suite.name, "--out", str(work / "report"), *store])
     with tarfile.open(out / "store.tar.gz", "w:gz") as tar:
         for name in ("mlflow.db", "artifacts", "report", suite_path.name):  # the store: database and artifacts
             if (work / name).exists():
                 tar.add(work / name, arcname=name)
+    shutil.rmtree(work, ignore_errors=True)
     cells = expand(suite)
     return {"suite": str(suite_path.relative_to(ROOT) if suite_path.is_relative_to(ROOT) else suite_path.name),
-            "cells": len(cells), "only": list(sizes.suite_only), "run_exit_code": run.returncode,
-            "report_exit_code": rep.returncode, "run_seconds": round(run_s, 1),
-            "table": run.stdout.strip().splitlines()[-(len(cells) + 3):] if run.stdout else [],
+            "cells": len(cells), "only": list(sizes.suite_only), "run_exit_code": run_rc,
+            "report_exit_code": rep_rc, "run_seconds": round(run_s, 1),
+            "table": run_out.strip().splitlines()[-(len(cells) + 3):],
             "estimate_before": estimate_lines(suite, cells, device.type)}
 
 
