@@ -556,6 +556,16 @@ def calibration(figures: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
             "written_by": "scripts/gpu_check.sh (benchmark/devicecheck.py)"}
 
 
+def paper_estimate(cal: dict[str, Any], path: Path) -> list[str]:
+    """``run suites/paper.yaml --dry-run``'s GPU estimate from the throughputs just measured."""
+    from benchmark.estimate import Calibration, estimate_lines
+    from benchmark.suite import expand, load_suite
+
+    suite = load_suite(ROOT / "suites" / "paper.yaml")
+    measured = Calibration(cal["card"], cal["date"], path, cal["passes_per_second"])
+    return estimate_lines(suite, expand(suite), "cuda", calibration=measured)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.devicecheck", description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="output folder (created)")
@@ -608,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         check.section(name, fn, need)
     cal = calibration(figs, sizes)
     (out / "calibration.json").write_text(json.dumps(cal, indent=1))
+    if cal["passes_per_second"]:
+        figs["paper_estimate"] = paper_estimate(cal, out / "calibration.json")
     figs["total_seconds"] = round(time.perf_counter() - check.start, 1)
     check.save()
     log.info("figures: %s; calibration: %s (copy it to benchmark/calibration/%s.json)", out / "figures.json",

@@ -13,17 +13,23 @@ that backbone's throughput; a forward-only pass counts as a third of one (the us
 - heads, per cell: one clean fit plus one refit per trial, from a per-(sample x feature x class) cost (far lower
   for ``torch_svm``'s shared-base refits).
 
-Throughputs are constants below with their source; the GPU ones are assumptions (no GPU was available when this
-was written): replace them by measurements (docs/performance.md) when you have them.
+Throughputs are constants below with their source. On a GPU they come from a calibration file that the device
+check (scripts/gpu_check.sh) writes per card, committed under benchmark/calibration/ ($BENCHMARK_CALIBRATION names
+another); the line says which card and date. Without one, the GPU figures are the assumed constants below.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.errors import BenchmarkError
 from benchmark.suite import Cell, Suite
+
+CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 
 # Forward+backward images per second, 32x32 inputs.
 # GPU (H100, bf16 autocast, channels_last, batch 64): ASSUMED, not measured. VGG13 is ~0.46 GFLOP forward at 32x32
@@ -54,6 +60,46 @@ KNOWN_SIZES = {
     "digits": (1_437, 360, 10),
 }
 TARGETED_PREFIXES = ("poison_frog", "art_feature_collision", "art_bullseye_polytope")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured forward+backward passes per second per backbone on one card (written by the device check)."""
+
+    card: str
+    date: str
+    path: Path
+    passes_per_second: dict[str, float]
+
+
+def read_calibration(path: str | Path) -> Calibration:
+    """One calibration file; a malformed one is a one-line error naming the file and the key."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BenchmarkError(f"calibration file {path}: cannot be read as JSON ({err})") from None
+    for key in ("card", "date", "passes_per_second"):
+        if key not in raw:
+            raise BenchmarkError(f"calibration file {path}: key '{key}' is missing")
+    rates = raw["passes_per_second"]
+    if not isinstance(rates, dict) or not rates:
+        raise BenchmarkError(f"calibration file {path}: 'passes_per_second' must map backbones to throughputs")
+    for name, value in rates.items():
+        if not isinstance(value, int | float) or value <= 0:
+            raise BenchmarkError(f"calibration file {path}: passes_per_second.{name} must be a positive number")
+    if raw.get("quick"):
+        raise BenchmarkError(f"calibration file {path}: written by a --quick rehearsal, not a measurement")
+    return Calibration(str(raw["card"]), str(raw["date"]), path, {k: float(v) for k, v in rates.items()})
+
+
+def load_calibration() -> Calibration | None:
+    """$BENCHMARK_CALIBRATION (a file), else the newest file of benchmark/calibration/ by its date; else None."""
+    named = os.environ.get("BENCHMARK_CALIBRATION")
+    if named:
+        return read_calibration(named)
+    found = [read_calibration(p) for p in sorted(CALIBRATION_DIR.glob("*.json"))]
+    return max(found, key=lambda c: c.date) if found else None
 
 
 @dataclass
@@ -153,11 +199,18 @@ def _feature_dim(cell: Cell) -> int:
     return int(cell.backbone.params.get("feature_dim", 512))
 
 
-def estimate(suite: Suite, cells: list[Cell], gpu: bool) -> Estimate:
-    """Seconds per category for ``cells`` on a GPU (``gpu``) or on the 2-core CPU."""
+def _table(gpu: bool, calibration: Calibration | None) -> dict[str, float]:
+    if not gpu:
+        return CPU_IMAGES_PER_SECOND
+    return {**GPU_IMAGES_PER_SECOND, **(calibration.passes_per_second if calibration else {})}
+
+
+def estimate(suite: Suite, cells: list[Cell], gpu: bool, calibration: Calibration | None = None) -> Estimate:
+    """Seconds per category for ``cells`` on a GPU (``gpu``; measured rates from ``calibration`` where it has
+    them) or on the 2-core CPU."""
     from benchmark.cell import backbone_key, feature_key  # the cache's own keys: shared backbones count once
 
-    table = GPU_IMAGES_PER_SECOND if gpu else CPU_IMAGES_PER_SECOND
+    table = _table(gpu, calibration)
     est = Estimate(seconds={"training": 0.0, "features": 0.0, "attacks": 0.0, "evaluation": 0.0, "heads": 0.0})
     seen_backbones: set[str] = set()
     seen_features: set[str] = set()
@@ -199,12 +252,17 @@ def _duration(seconds: float, unit: str) -> str:
     return f"{max(seconds, 0.0):.0f} {unit}-seconds"
 
 
-def _line(est: Estimate, gpu: bool, backbones: list[str]) -> str:
-    table = GPU_IMAGES_PER_SECOND if gpu else CPU_IMAGES_PER_SECOND
+def _line(est: Estimate, gpu: bool, backbones: list[str], calibration: Calibration | None = None) -> str:
+    table = _table(gpu, calibration)
     rates = ", ".join(f"{_rate(table, b):,.0f} img/s {DISPLAY.get(b, b)}" for b in backbones)
-    if gpu:
+    if gpu and calibration is not None:
         what = _duration(est.total, "GPU")
-        basis = f"{GPU_NAME}, assumed {rates} fwd+bwd bf16"
+        assumed = [DISPLAY.get(b, b) for b in backbones if b not in calibration.passes_per_second]
+        basis = (f"{calibration.card}, measured {calibration.date} ({calibration.path.name}): {rates} fwd+bwd bf16"
+                 + (f"; {', '.join(assumed)} assumed" if assumed else ""))
+    elif gpu:
+        what = _duration(est.total, "GPU")
+        basis = f"{GPU_NAME}, assumed (no calibration file measured on a card): {rates} fwd+bwd bf16"
     else:
         what = _duration(est.total, "CPU")
         if "vgg13" not in backbones:
@@ -219,15 +277,24 @@ def _line(est: Estimate, gpu: bool, backbones: list[str]) -> str:
     return f"estimated time: {what} ({basis}) — {parts or 'nothing to run'}"
 
 
-def estimate_lines(suite: Suite, cells: list[Cell], device: str | None) -> list[str]:
-    """The lines ``run --dry-run`` prints: the estimate on the device the run would use (both when 'auto')."""
+_LOAD = object()  # estimate_lines' default: read the calibration files
+
+
+def estimate_lines(
+    suite: Suite, cells: list[Cell], device: str | None, calibration: Calibration | None | object = _LOAD
+) -> list[str]:
+    """The lines ``run --dry-run`` prints: the estimate on the device the run would use (both when 'auto').
+
+    ``calibration``: the measured GPU throughputs; by default ``load_calibration()``; None: the assumed ones."""
+    cal = load_calibration() if calibration is _LOAD else calibration
+    assert cal is None or isinstance(cal, Calibration)
     choice = device or suite.device
     kinds = {"cuda": [True], "cpu": [False]}.get(choice, [True, False])
     backbones = list(dict.fromkeys(c.backbone.name for c in cells))
     lines = []
     for gpu in kinds:
-        est = estimate(suite, cells, gpu)
-        lines.append(_line(est, gpu, backbones))
+        est = estimate(suite, cells, gpu, cal if gpu else None)
+        lines.append(_line(est, gpu, backbones, cal if gpu else None))
     lines.append(
         f"counted: {est.cells} cells, {est.backbones} distinct backbones trained once each (cached), "
         f"{est.feature_sets} feature sets; training at max_epochs (early stopping makes it an upper bound); "

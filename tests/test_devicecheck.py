@@ -52,6 +52,7 @@ def test_quick_check_end_to_end(tmp_path):
     assert any(n.startswith("artifacts/") for n in names)
     cal = json.loads((out / "calibration.json").read_text())
     assert cal["card"] == figs["meta"]["card"] and cal["passes_per_second"]["small_cnn"] == row["passes_per_second"]
+    assert figs["paper_estimate"][0].startswith("estimated time:") and cal["card"] in figs["paper_estimate"][0]
 
 
 def test_wheel_list_carries_what_the_gpu_image_lacks():

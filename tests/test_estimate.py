@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import copy
 
-from benchmark.estimate import estimate, estimate_lines
+import json
+
+import pytest
+
+import benchmark.estimate
+from benchmark.errors import BenchmarkError
+from benchmark.estimate import estimate, estimate_lines, load_calibration, read_calibration
 from benchmark.suite import expand, parse_suite
 
 
@@ -50,7 +56,7 @@ def test_attack_steps_cost_time(smoke_dict):
 
 def test_lines_name_the_device(smoke_dict):
     suite, cells = _suite(smoke_dict)
-    gpu = estimate_lines(suite, cells, "cuda")
+    gpu = estimate_lines(suite, cells, "cuda", calibration=None)
     assert gpu[0].startswith("estimated time:") and "GPU" in gpu[0] and "assumed" in gpu[0]
     cpu = estimate_lines(suite, cells, "cpu")
     assert "CPU" in cpu[0] and "GPU" not in cpu[0]
@@ -63,3 +69,54 @@ def test_torch_svm_refits_cost_less_than_linearsvc_fits(smoke_dict):
     torch_head = estimate(*_suite(smoke_dict, attacks=pf, head={"name": "torch_svm"}), gpu=False)
     assert 0 < torch_head.seconds["heads"] < sk.seconds["heads"] / 10
     assert torch_head.seconds["attacks"] == sk.seconds["attacks"]
+
+
+def _write_calibration(path, card="NVIDIA H100 80GB HBM3", date="2026-12-01 10:00 UTC", **rates):
+    path.write_text(json.dumps({"card": card, "date": date, "passes_per_second": rates or {"small_cnn": 75_000.0}}))
+    return path
+
+
+def test_measured_calibration_replaces_the_assumed_gpu_rates(smoke_dict, tmp_path, monkeypatch):
+    suite, cells = _suite(smoke_dict)
+    assumed = estimate(suite, cells, gpu=True)
+    path = _write_calibration(tmp_path / "h100.json", small_cnn=2 * 50_000.0)  # twice the assumed small CNN rate
+    cal = read_calibration(path)
+    measured = estimate(suite, cells, gpu=True, calibration=cal)
+    assert measured.seconds["training"] == pytest.approx(assumed.seconds["training"] / 2)
+    line = estimate_lines(suite, cells, "cuda", calibration=cal)[0]
+    assert "NVIDIA H100 80GB HBM3" in line and "2026-12-01" in line and "h100.json" in line and "assumed" not in line
+    # by default the lines read the calibration files: $BENCHMARK_CALIBRATION, else benchmark/calibration/
+    monkeypatch.setenv("BENCHMARK_CALIBRATION", str(path))
+    assert estimate_lines(suite, cells, "cuda")[0] == line
+    monkeypatch.delenv("BENCHMARK_CALIBRATION")
+    monkeypatch.setattr(benchmark.estimate, "CALIBRATION_DIR", tmp_path / "none")
+    assert load_calibration() is None and "assumed" in estimate_lines(suite, cells, "cuda")[0]
+
+
+def test_newest_calibration_wins_and_unmeasured_backbones_stay_assumed(smoke_dict, tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCHMARK_CALIBRATION", raising=False)
+    monkeypatch.setattr(benchmark.estimate, "CALIBRATION_DIR", tmp_path)
+    _write_calibration(tmp_path / "a.json", card="old card", date="2026-11-30 09:00 UTC")
+    _write_calibration(tmp_path / "b.json", card="new card", date="2026-12-02 09:00 UTC", vgg13=30_000.0)
+    cal = load_calibration()
+    assert cal is not None and cal.card == "new card"
+    suite, cells = _suite(smoke_dict)
+    line = estimate_lines(suite, cells, "cuda", calibration=cal)[0]
+    assert "new card" in line and "small CNN assumed" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ("{not json", "JSON"),
+        (json.dumps({"card": "x", "passes_per_second": {"vgg13": 1.0}}), "'date'"),
+        (json.dumps({"card": "x", "date": "d", "passes_per_second": {"vgg13": -1}}), "passes_per_second.vgg13"),
+        (json.dumps({"card": "x", "date": "d", "quick": True, "passes_per_second": {"vgg13": 1.0}}), "--quick"),
+    ],
+)
+def test_bad_calibration_file_is_one_line_naming_file_and_key(tmp_path, content, key):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(BenchmarkError, match=key) as err:
+        read_calibration(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
