@@ -10,8 +10,9 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 if ! "$PY" -c "import mlflow, pydantic, torchattacks, art" 2>/dev/null; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "error: the project's packages are missing and .whl/ holds no wheels (run scripts/gpu_wheels.sh)" >&2; exit 2; }
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  SITE=${SITE:-/tmp/site}
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 if [ ! -f .data/mnist_subset.npz ] && [ -f ../shared/data/mnist_subset.npz ]; then
   mkdir -p .data && cp ../shared/data/mnist_subset.npz .data/

@@ -70,5 +70,5 @@ def pytest_collection_modifyitems(config, items):  # noqa: ARG001
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run on a GPU by scripts/gpu_check.sh)")
     for item in items:
-        if "cuda" in item.keywords:
+        if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
