@@ -219,7 +219,7 @@ def section_tests(out: Path) -> dict[str, Any]:
     xml = out / "cuda-tests.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
            str(ROOT / "tests")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
     log.info("%s", proc.stdout[-3000:])
     import xml.etree.ElementTree as ET
 

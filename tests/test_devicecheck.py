@@ -23,7 +23,7 @@ def test_quick_check_end_to_end(tmp_path):
     # their start-up on 2 CPU cores, and the rehearsal in docs/performance.md runs them
     proc = subprocess.run(
         ["bash", "scripts/gpu_check.sh", str(out), "--device", "cpu", "--quick", "--skip", "tests", "processes"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["calibration.json", "check.log", "figures.json", "store.tar.gz"]
