@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial, register
-from adapters.poison_frog import sign_pgd
+from adapters.base import Attack, AttackContext, AttackCost, PoisonResult, PoisonTrial, register
+from benchmark.linf import default_step_size, sign_pgd
 from benchmark.progress import progress
 from benchmark.registry import Params
 
@@ -69,10 +69,14 @@ class AdvPoison(Attack):
 
     @property
     def resolved_step_size(self) -> float:
-        return self.params.step_size if self.params.step_size is not None else 0.333 * self.params.eps
+        return self.params.step_size if self.params.step_size is not None else default_step_size(self.params.eps)
 
     def max_poisons(self, n_train: int) -> int:
         return int(round(self.params.fraction * n_train))
+
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        # every poisoned image optimised; one head more than the poisoned refit (the target or proxy head)
+        return AttackCost(passes=self.max_poisons(n_train) * self.params.steps, refits=2)
 
     def _rows(self, ctx: AttackContext) -> torch.Tensor:
         n = len(ctx.y_train)

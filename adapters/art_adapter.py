@@ -55,8 +55,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial, register
-from adapters.poison_frog import feature_distance, nearest_rows, select_targets
+from adapters.base import Attack, AttackContext, AttackCost, PoisonResult, PoisonTrial, register
+from adapters.targeted import TargetedAttack, TargetedParams, feature_distance, nearest_rows
 from benchmark.errors import ParamError
 from benchmark.progress import progress
 from benchmark.registry import Params
@@ -114,29 +114,16 @@ def art_classifier(ctx: AttackContext):
     )
 
 
-class _TargetedArtParams(Params):
-    # same task as poison_frog: airplane (0) is the target class, car (1) the base class
-    target_class: int = Field(0, ge=0)
-    base_class: int = Field(1, ge=0)
-    binary: bool = True
+class _TargetedArtParams(TargetedParams):
     num_targets: int = Field(10, ge=1, description="ART optimises one target at a time")
-    num_poisons: int = Field(1, ge=1, description="base images (poisons) per target")
 
 
-class _TargetedArtAttack(Attack):
-    """Shared protocol of the targeted image-space ART adapters: targets, bases, trials."""
+class _TargetedArtAttack(TargetedAttack):
+    """Shared protocol of the targeted image-space ART adapters: poisons come from ART, one target at a time."""
 
-    targeted = True
-
-    def _check_params(self) -> None:
-        if self.params.target_class == self.params.base_class:
-            raise ParamError(f"attack '{self.name}': target_class and base_class must differ")
-
-    def max_poisons(self, n_train: int) -> int:
-        return self.params.num_poisons
-
-    def task_classes(self) -> list[int] | None:
-        return [self.params.target_class, self.params.base_class] if self.params.binary else None
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        p = self.params
+        return AttackCost(passes=p.num_targets * p.num_poisons * p.max_iter, refits=p.num_targets)
 
     def _poison_one(self, classifier, target: np.ndarray, bases: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -146,8 +133,7 @@ class _TargetedArtAttack(Attack):
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         p = self.params
-        targets = select_targets(ctx, p.target_class, p.num_targets)
-        pool = torch.nonzero(ctx.y_train == p.base_class).flatten()
+        targets, pool = self.targets_and_pool(ctx)
         if targets.numel() == 0 or pool.numel() == 0:
             log.warning("%s: no usable target (%d) or base image (%d)", self.name, targets.numel(), pool.numel())
             return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
@@ -168,16 +154,7 @@ class _TargetedArtAttack(Attack):
                 tf = target_feats[t : t + 1]
                 d.append(feature_distance(ctx.features(x).float(), tf, "l2"))
                 d0.append(feature_distance(ctx.f_train[bases[t]].float(), tf, "l2"))
-                trials.append(
-                    PoisonTrial(
-                        indices=bases[t].clone(),
-                        y=torch.full((len(x),), p.base_class, dtype=torch.long),
-                        x=x,
-                        target_index=ti,
-                        target_label=p.target_class,
-                        adversarial_label=p.base_class,
-                    )
-                )
+                trials.append(self.trial(bases[t], x, ti))
         linf = torch.cat(art_linf)
         info = {
             "num_targets": float(len(targets)),
@@ -416,6 +393,9 @@ class ArtSvmFeatureSpace(Attack):
 
     def max_poisons(self, n_train: int) -> int:
         return self.params.num_poisons
+
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        return AttackCost(passes=self.params.num_poisons * self.params.max_iter)
 
     def task_classes(self) -> list[int]:
         return [self.params.class_a, self.params.class_b]
