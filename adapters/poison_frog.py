@@ -1,34 +1,9 @@
-"""Poison Frog (PF): targeted clean-label feature collision inside an L-inf ball.
+"""Poison Frog (PF): targeted clean-label feature collision inside an L-inf ball, batched over targets.
 
-Ours rather than ART's: ART's ``FeatureCollisionAttack`` (Shafahi et al.'s forward-backward splitting) has no L-inf
-bound, while the paper optimises ``min ||feature(x_t) - feature(z)||`` over ``||z - x||_inf <= eps`` "in PGD
-fashion". ART's attack is offered next to this one as ``art_feature_collision`` (adapters/art_adapter.py).
-
-Protocol (both variants):
-
-- Task: binary, ``target_class`` vs ``base_class`` (paper: airplane(0) vs car(1)); ``binary: false`` keeps every
-  class (the head stays multiclass, success still means "predicted as base_class").
-- Targets: the first ``num_targets`` **test** images of ``target_class`` that the clean head classifies correctly.
-  The paper's code fitted the head on the test split and drew targets from the train split; we keep the standard
-  protocol (head fitted on train, targets from test), so a target is never itself a training row.
-- Optimisation: sign-PGD (no random start, as in the code), ``steps`` steps of ``step_size`` (default
-  0.333 * eps, the code; the paper variant shrinks it linearly to 0, ``step_schedule``), projection on the eps-ball
-  and [0, 1] after every step, minimising the feature distance
-  of each poison to its target's clean feature. Poisons of all targets are optimised together, ``batch_size``
-  (target, base) pairs per forward/backward pass; each pair's loss depends only on its own image, so batching
-  does not change the result.
-- One ``PoisonTrial`` per target: the replaced base rows keep their clean label ``base_class``; success if the
-  refitted head predicts ``base_class`` on the target.
-
-Variants:
-
-- ``paper`` (default): ``num_poisons`` poisons per target (paper: one), distance L2 (the paper's ``||.||``). The
-  bases are the ``num_poisons`` base-class training images whose clean features are closest to the target's
-  (same distance): the cheapest starting points for a collision, and the choice Shafahi et al. also recommend.
-- ``code``: the base-class training images, in dataset order, are cut into chunks of ``chunk_size`` (64; a partial
-  last chunk is dropped); every chunk is optimised towards the target with the L1 distance; the chunk with the
-  smallest total distance replaces its originals. ``max_chunks`` caps the number of chunks tried (None: all, as in
-  the code; the cost is num_targets x num_base_images PGD runs).
+Ours rather than ART's: ART's ``FeatureCollisionAttack`` has no L-inf bound and optimises one target at a time
+(it is offered beside this one as ``art_feature_collision``). Paper variant: ``num_poisons`` nearest base images
+per target, L2, a linearly decaying sign step; code variant: 64-image chunks, L1, the code's constant step. The
+protocol (task, targets, success) is in docs/metrics.md; what all targeted attacks share is in adapters/targeted.py.
 """
 
 from __future__ import annotations
