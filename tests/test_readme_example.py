@@ -22,6 +22,14 @@ def readme_attack_code() -> str:
     return readme_code("Adding an attack")
 
 
+def run_cli(args: list[str], plugin_dir, uri: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m benchmark ARGS`` from the repo root with the plugin folder on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir), **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
 def tiny_suite(smoke_dict: dict) -> dict:
     d = copy.deepcopy(smoke_dict)
     d["name"] = "plugin"
@@ -38,11 +46,7 @@ def test_readme_attack_runs_through_the_cli(tmp_path, smoke_dict):
     (plugin_dir / "my_attacks.py").write_text(readme_attack_code())
     suite = write_suite(tmp_path, tiny_suite(smoke_dict))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir), "MLFLOW_TRACKING_URI": uri}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "run", str(suite), "--quiet"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("plugin")
@@ -61,10 +65,7 @@ def test_readme_attack_with_a_bad_parameter_is_refused(tmp_path, smoke_dict):
     d = tiny_suite(smoke_dict)
     d["attacks"]["noise"]["params"]["eps"] = 2.0
     suite = write_suite(tmp_path, d)
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "validate", str(suite)], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    proc = run_cli(["validate", str(suite)], plugin_dir)
     assert proc.returncode == 2
     assert "attacks.noise.params.eps: Input should be less than or equal to 1" in proc.stderr
 
@@ -83,11 +84,7 @@ def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smok
     }
     suite = write_suite(tmp_path, d)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir), "MLFLOW_TRACKING_URI": uri}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "run", str(suite), "--quiet"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("defense-plugin")
@@ -101,7 +98,5 @@ def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smok
 
     d["defenses"]["noise"]["params"]["sigma"] = 0.0  # out of range: refused at load time, naming the key
     bad = write_suite(tmp_path, d, name="bad.yaml")
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "validate", str(bad)], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    proc = run_cli(["validate", str(bad)], plugin_dir)
     assert proc.returncode == 2 and "defenses.noise.params.sigma" in proc.stderr, proc.stderr
