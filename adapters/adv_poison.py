@@ -1,26 +1,11 @@
-"""Adversarial poisoning (AD / AP, Chan-Hon-Tong 2018): untargeted, clean-label, every poisoned image in an L-inf ball.
+"""Adversarial poisoning (AD, Chan-Hon-Tong 2018): untargeted, clean-label, each poisoned image in an L-inf ball.
 
-Labels are never changed; a ``fraction`` of the training images (the code: all of them) is replaced by a perturbed
-copy, then the head is refitted and test accuracy measured.
-
-Variants:
-
-- ``paper`` (default): the rotation objective. A clean head ``w_c`` (``ctx.head``) and a target head ``w_t`` are
-  fitted; each poisoned image maximises ``(w_t[y] - w_c[y])^T f(z)`` over the eps-ball with sign-PGD, where
-  ``w[y]`` is the row of the image's true class ``y`` (the paper writes the binary form ``|(w_t - w_c)^T f(z)|``;
-  with our heads a binary head has rows ``[-w, w]``, so the row form covers both). The target head is a proxy
-  fitted with the labels moved by a fixed derangement of the classes: the cyclic shift ``c_i -> c_{i+1 mod K}``
-  of the sorted class list (binary: the labels swapped), on the training features (``target_head: train_shifted``)
-  or on the test features (``test_shifted``). Then ``w_t[y]`` approximates ``w_c[y - 1]``, so each image is pushed
-  from its class towards the previous one: the first-order move that rotates ``w_c`` towards ``w_t``.
-  ``absolute: true`` maximises the literal ``|(w_t[y] - w_c[y])^T f(z)|`` instead; sign-PGD then moves each image
-  in whichever direction it already leans, which for a swapped-label target head pushes most images deeper into
-  their own class (a weak attack); the signed form is the default for that reason.
-- ``code``: a proxy head fitted on the clean **test** features (``ctx.fit_head(ctx.f_test, ctx.y_test)``, as the
-  code did) and 40-step sign-PGD maximising the proxy's cross-entropy against the true label.
-
-Both: no random start, step 0.333 * eps (the code), projection on the eps-ball and [0, 1] after every step,
-``batch_size`` images per forward/backward pass.
+Paper variant: each image maximises ``(w_t[y] - w_c[y])^T f(z)`` by sign-PGD, ``w_c`` the clean head and ``w_t`` a
+proxy head fitted on labels moved by a fixed derangement of the classes (the cyclic shift ``c_i -> c_{i+1}``), so
+each image is pushed from its class towards the previous one, rotating ``w_c`` towards ``w_t``; ``absolute: true``
+maximises the literal ``|.|``, which pushes most images deeper into their own class (a weak attack). Code
+variant: maximise the cross-entropy of a proxy head fitted on the clean test features. Both: no random start,
+step 0.333 * eps; docs/metrics.md has the protocol.
 """
 
 from __future__ import annotations
@@ -31,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial, register
-from adapters.poison_frog import sign_pgd
+from adapters.base import Attack, AttackContext, AttackCost, PoisonResult, PoisonTrial, register
+from benchmark.linf import default_step_size, sign_pgd
 from benchmark.progress import progress
 from benchmark.registry import Params
 
@@ -69,10 +54,14 @@ class AdvPoison(Attack):
 
     @property
     def resolved_step_size(self) -> float:
-        return self.params.step_size if self.params.step_size is not None else 0.333 * self.params.eps
+        return self.params.step_size if self.params.step_size is not None else default_step_size(self.params.eps)
 
     def max_poisons(self, n_train: int) -> int:
         return int(round(self.params.fraction * n_train))
+
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        # every poisoned image optimised; one head more than the poisoned refit (the target or proxy head)
+        return AttackCost(passes=self.max_poisons(n_train) * self.params.steps, refits=2)
 
     def _rows(self, ctx: AttackContext) -> torch.Tensor:
         n = len(ctx.y_train)

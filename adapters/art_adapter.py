@@ -1,45 +1,16 @@
-"""ART's poisoning attacks (adversarial-robustness-toolbox 1.20) behind our interface.
+"""ART's poisoning attacks (adversarial-robustness-toolbox 1.20) that fit the frozen-feature, linear-head protocol.
 
-Three of ART's attacks fit the frozen-feature + linear-head protocol and are adapted here:
+- ``art_feature_collision``: ``FeatureCollisionAttack``; no L-inf ball (``eps: 1.0``), a smaller ``eps`` projects
+  ART's poisons onto the ball afterwards.
+- ``art_bullseye_polytope``: ``BullseyePolytopeAttackPyTorch``, single model. ART 1.20's ``poison`` never uses the
+  target (its "center" comes from the bases) and its transfer mode crashes, so ``implementation: fixed`` (default)
+  computes the published objective with ART's optimiser, schedule and projection; ``art`` runs ART's code as is.
+- ``art_svm_feature_space``: ``PoisoningAttackSVM`` on a linear SVC over the clean training *features*: a
+  feature-space upper bound, not an image-space attack.
 
-- ``art_feature_collision``: ``FeatureCollisionAttack`` (Shafahi et al.'s forward-backward splitting). It has no
-  L-inf ball; ``eps: 1.0`` (the default) means "no bound", and a smaller ``eps`` projects ART's poisons onto the
-  eps-ball afterwards (which changes ART's attack; the L-inf ART actually used is reported either way).
-- ``art_bullseye_polytope``: ``BullseyePolytopeAttackPyTorch`` in the single-model setting. ART 1.20's ``poison``
-  never uses ``target``: the "center" it pulls the poisons to is computed from the base images themselves, and its
-  single-layer loss compares a scalar mean with each base feature row; the transfer-learning mode
-  (``endtoend=False``) crashes (``torch.tensor`` detaches the loss). ``implementation: fixed`` (default) is a
-  subclass of ART's class whose ``poison`` computes the Bullseye Polytope objective of the original code
-  (``||mean_i f(p_i) - f(t)|| / ||f(t)||`` with ART's optimiser, schedule and eps-projection);
-  ``implementation: art`` runs ART's ``poison`` unchanged, for comparison.
-- ``art_svm_feature_space``: ``PoisoningAttackSVM`` (Biggio et al.) on a linear ``sklearn.svm.SVC`` fitted on the
-  clean training **features**. It moves feature vectors, not images: a feature-space upper bound on what an
-  attacker who controls features could do, not an image-space attack.
-
-The image-space adapters wrap ``nn.Sequential(features=<extractor>, head=<clean head>)`` in ART's
-``PyTorchClassifier`` (clip_values (0, 1)); the feature layer is ``"features"`` (a thin wrapper module, so ART's
-forward hooks never land on the shared extractor). Targets and bases follow ``poison_frog``: targets are the first
-``num_targets`` test images of ``target_class`` that the clean head classifies correctly; bases are the
-``num_poisons`` base-class training images whose clean features are closest (L2) to the target's. ART optimises
-one target at a time (``num_targets`` defaults to 10 for that reason).
-
-ART's other poisoning attacks, and why they are not adapted:
-
-- ``PoisoningAttackBackdoor`` (dirty-label trigger backdoor), ``PoisoningAttackCleanLabelBackdoor`` (Turner et al.),
-  ``HiddenTriggerBackdoor`` / ``HiddenTriggerBackdoorPyTorch`` / ``HiddenTriggerBackdoorKeras`` (Saha et al.) and
-  ``SleeperAgentAttack`` (Souri et al.): backdoors whose success is measured on test inputs carrying a trigger;
-  the protocol here measures clean test accuracy or misclassification of unmodified targets, so they would need a
-  triggered-test metric. Sleeper Agent additionally retrains the whole network during crafting.
-- ``GradientMatchingAttack`` (Witches' Brew, Geiping et al.): matches the gradient of the network's training loss
-  and retrains the classifier with SGD inside the attack; our head is refitted by a convex solver (LinearSVC) on
-  frozen features, which ART's gradient-matching loop does not model.
-- ``PoisoningAttackAdversarialEmbedding`` (Tan and Shokri): Keras only, and it trains the backbone itself (a
-  training-time attack on the model, not a data set).
-- ``BadDetRegionalMisclassificationAttack``, ``BadDetGlobalMisclassificationAttack``,
-  ``BadDetObjectGenerationAttack``, ``BadDetObjectDisappearanceAttack``: object-detection backdoors.
-- ``BackdoorAttackDGMReDTensorFlowV2``, ``BackdoorAttackDGMTrailTensorFlowV2``: backdoors for deep generative models
-  (TensorFlow 2).
-- ``art.attacks.poisoning.perturbations``: trigger-insertion helpers for the backdoors above, not attacks.
+The image-space adapters follow Poison Frog's task, targets and bases (adapters/targeted.py) and wrap extractor +
+clean head in ART's ``PyTorchClassifier`` with the feature layer ``"features"``. Why ART's other poisoning attacks
+are not adapted: README, "Attacks".
 """
 
 from __future__ import annotations
@@ -55,8 +26,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial, register
-from adapters.poison_frog import feature_distance, nearest_rows, select_targets
+from adapters.base import Attack, AttackContext, AttackCost, PoisonResult, PoisonTrial, register
+from adapters.targeted import TargetedAttack, TargetedParams, feature_distance, nearest_rows
 from benchmark.errors import ParamError
 from benchmark.progress import progress
 from benchmark.registry import Params
@@ -114,29 +85,16 @@ def art_classifier(ctx: AttackContext):
     )
 
 
-class _TargetedArtParams(Params):
-    # same task as poison_frog: airplane (0) is the target class, car (1) the base class
-    target_class: int = Field(0, ge=0)
-    base_class: int = Field(1, ge=0)
-    binary: bool = True
+class _TargetedArtParams(TargetedParams):
     num_targets: int = Field(10, ge=1, description="ART optimises one target at a time")
-    num_poisons: int = Field(1, ge=1, description="base images (poisons) per target")
 
 
-class _TargetedArtAttack(Attack):
-    """Shared protocol of the targeted image-space ART adapters: targets, bases, trials."""
+class _TargetedArtAttack(TargetedAttack):
+    """Shared protocol of the targeted image-space ART adapters: poisons come from ART, one target at a time."""
 
-    targeted = True
-
-    def _check_params(self) -> None:
-        if self.params.target_class == self.params.base_class:
-            raise ParamError(f"attack '{self.name}': target_class and base_class must differ")
-
-    def max_poisons(self, n_train: int) -> int:
-        return self.params.num_poisons
-
-    def task_classes(self) -> list[int] | None:
-        return [self.params.target_class, self.params.base_class] if self.params.binary else None
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        p = self.params
+        return AttackCost(passes=p.num_targets * p.num_poisons * p.max_iter, refits=p.num_targets)
 
     def _poison_one(self, classifier, target: np.ndarray, bases: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -146,8 +104,7 @@ class _TargetedArtAttack(Attack):
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         p = self.params
-        targets = select_targets(ctx, p.target_class, p.num_targets)
-        pool = torch.nonzero(ctx.y_train == p.base_class).flatten()
+        targets, pool = self.targets_and_pool(ctx)
         if targets.numel() == 0 or pool.numel() == 0:
             log.warning("%s: no usable target (%d) or base image (%d)", self.name, targets.numel(), pool.numel())
             return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
@@ -168,16 +125,7 @@ class _TargetedArtAttack(Attack):
                 tf = target_feats[t : t + 1]
                 d.append(feature_distance(ctx.features(x).float(), tf, "l2"))
                 d0.append(feature_distance(ctx.f_train[bases[t]].float(), tf, "l2"))
-                trials.append(
-                    PoisonTrial(
-                        indices=bases[t].clone(),
-                        y=torch.full((len(x),), p.base_class, dtype=torch.long),
-                        x=x,
-                        target_index=ti,
-                        target_label=p.target_class,
-                        adversarial_label=p.base_class,
-                    )
-                )
+                trials.append(self.trial(bases[t], x, ti))
         linf = torch.cat(art_linf)
         info = {
             "num_targets": float(len(targets)),
@@ -416,6 +364,9 @@ class ArtSvmFeatureSpace(Attack):
 
     def max_poisons(self, n_train: int) -> int:
         return self.params.num_poisons
+
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        return AttackCost(passes=self.params.num_poisons * self.params.max_iter)
 
     def task_classes(self) -> list[int]:
         return [self.params.class_a, self.params.class_b]

@@ -18,7 +18,8 @@ from torch import nn
 
 from benchmark.errors import BudgetError, ParamError
 from benchmark.linear import LinearHead
-from benchmark.registry import Params, format_validation_error
+from benchmark.models import extract_features
+from benchmark.registry import REGISTRY, Params, format_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,9 @@ class AttackContext:
         """Features of images ``x``; batched on ``device``; returned on ``x``'s device unless ``grad``."""
         if grad:
             return self.extractor(x)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), self.feature_batch_size):
-                out.append(self.extractor(x[i : i + self.feature_batch_size].to(self.device)).float().to(x.device))
-        return torch.cat(out) if out else torch.empty(0, self.f_train.shape[1])
+        if len(x) == 0:
+            return torch.empty(0, self.f_train.shape[1], device=x.device)
+        return extract_features(self.extractor, x, self.device, self.feature_batch_size).to(x.device)
 
 
 @dataclass
@@ -85,6 +84,15 @@ class PoisonResult:
     targeted: bool = False
     space: str = "image"  # "image" or "feature"
     info: dict[str, float] = field(default_factory=dict)  # extra metrics the attack wants logged
+
+
+@dataclass(frozen=True)
+class AttackCost:
+    """What an attack costs, for the ``run --dry-run`` estimate: forward+backward passes of one image through the
+    extractor, and head fits besides the clean head (one per trial, plus any proxy heads)."""
+
+    passes: float = 0.0
+    refits: int = 1
 
 
 @dataclass
@@ -143,6 +151,10 @@ class Attack:
     def task_classes(self) -> list[int] | None:
         """Labels the attack's task is restricted to (e.g. a binary task), or None for all classes."""
         return None
+
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        """Its cost on a training set of ``n_train`` images (``n_per_class`` per class); none by default."""
+        return AttackCost()
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         raise NotImplementedError
@@ -233,9 +245,10 @@ def apply_trial(x: torch.Tensor | None, y: torch.Tensor, trial: PoisonTrial) -> 
     return x2, y2
 
 
+REGISTRY.declare_base("attack", Attack)
+
+
 def register(cls: type[Attack]) -> type[Attack]:
     """Class decorator: add an attack to the registry under ``cls.name``."""
-    from benchmark.registry import REGISTRY
-
-    REGISTRY.add_attack_class(cls)
+    REGISTRY.add_class("attack", cls)
     return cls

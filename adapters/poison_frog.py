@@ -1,137 +1,37 @@
-"""Poison Frog (PF): targeted clean-label feature collision inside an L-inf ball.
+"""Poison Frog (PF): targeted clean-label feature collision inside an L-inf ball, batched over targets.
 
-Ours rather than ART's: ART's ``FeatureCollisionAttack`` (Shafahi et al.'s forward-backward splitting) has no L-inf
-bound, while the paper optimises ``min ||feature(x_t) - feature(z)||`` over ``||z - x||_inf <= eps`` "in PGD
-fashion". ART's attack is offered next to this one as ``art_feature_collision`` (adapters/art_adapter.py).
-
-Protocol (both variants):
-
-- Task: binary, ``target_class`` vs ``base_class`` (paper: airplane(0) vs car(1)); ``binary: false`` keeps every
-  class (the head stays multiclass, success still means "predicted as base_class").
-- Targets: the first ``num_targets`` **test** images of ``target_class`` that the clean head classifies correctly.
-  The paper's code fitted the head on the test split and drew targets from the train split; we keep the standard
-  protocol (head fitted on train, targets from test), so a target is never itself a training row.
-- Optimisation: sign-PGD (no random start, as in the code), ``steps`` steps of ``step_size`` (default
-  0.333 * eps, the code; the paper variant shrinks it linearly to 0, ``step_schedule``), projection on the eps-ball
-  and [0, 1] after every step, minimising the feature distance
-  of each poison to its target's clean feature. Poisons of all targets are optimised together, ``batch_size``
-  (target, base) pairs per forward/backward pass; each pair's loss depends only on its own image, so batching
-  does not change the result.
-- One ``PoisonTrial`` per target: the replaced base rows keep their clean label ``base_class``; success if the
-  refitted head predicts ``base_class`` on the target.
-
-Variants:
-
-- ``paper`` (default): ``num_poisons`` poisons per target (paper: one), distance L2 (the paper's ``||.||``). The
-  bases are the ``num_poisons`` base-class training images whose clean features are closest to the target's
-  (same distance): the cheapest starting points for a collision, and the choice Shafahi et al. also recommend.
-- ``code``: the base-class training images, in dataset order, are cut into chunks of ``chunk_size`` (64; a partial
-  last chunk is dropped); every chunk is optimised towards the target with the L1 distance; the chunk with the
-  smallest total distance replaces its originals. ``max_chunks`` caps the number of chunks tried (None: all, as in
-  the code; the cost is num_targets x num_base_images PGD runs).
+Ours rather than ART's: ART's ``FeatureCollisionAttack`` has no L-inf bound and optimises one target at a time
+(it is offered beside this one as ``art_feature_collision``). Paper variant: ``num_poisons`` nearest base images
+per target, L2, a linearly decaying sign step; code variant: 64-image chunks, L1, the code's constant step. The
+protocol (task, targets, success) is in docs/metrics.md; what all targeted attacks share is in adapters/targeted.py.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial, register
-from benchmark.errors import ParamError
+from adapters.base import AttackContext, AttackCost, PoisonResult, register
+from adapters.targeted import (
+    Distance,
+    TargetedAttack,
+    TargetedParams,
+    distance_objective,
+    feature_distance,
+    nearest_rows,
+)
+from benchmark.linf import default_step_size, sign_pgd
 from benchmark.progress import progress
-from benchmark.registry import Params
 
 log = logging.getLogger(__name__)
 
-Distance = Literal["l1", "l2"]
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# helpers shared with adv_poison and art_adapter
-
-
-def sign_pgd(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    x0: torch.Tensor,
-    eps: float,
-    steps: int,
-    step_size: float,
-    maximize: bool = False,
-    schedule: Literal["constant", "linear"] = "constant",
-) -> torch.Tensor:
-    """L-inf sign-PGD from ``x0`` (no random start): ``steps`` sign steps on ``loss_fn`` (per-sample losses, (B,)),
-    each followed by projection on ``[x0 - eps, x0 + eps]`` intersected with [0, 1]. Returns a detached tensor.
-
-    ``schedule="linear"`` shrinks the step linearly from ``step_size`` towards 0 over the steps. A constant sign
-    step cannot settle on a minimum: measured on MNIST features (small CNN, eps 0.1, step 0.333 * eps) the feature
-    distance of a collision oscillated between 4.8 and 9.5 and ended *above* its start (5.5); with the linear
-    schedule it fell to 0.7."""
-    lo = (x0 - eps).clamp(0.0, 1.0)
-    hi = (x0 + eps).clamp(0.0, 1.0)
-    x = x0.detach().clone()
-    sign = 1.0 if maximize else -1.0
-    for i in range(steps):
-        step = sign * step_size * ((1 - i / steps) if schedule == "linear" else 1.0)
-        with torch.enable_grad():
-            x.requires_grad_(True)
-            loss = loss_fn(x).sum()
-            (grad,) = torch.autograd.grad(loss, x)
-        with torch.no_grad():
-            x = torch.maximum(torch.minimum(x.detach() + step * grad.sign(), hi), lo)
-    return x.detach()
-
-
-def feature_distance(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
-    """Row-wise L1 or L2 distance between two (N, D) feature batches."""
-    d = (a - b).flatten(1)
-    return d.abs().sum(dim=1) if distance == "l1" else d.norm(dim=1)
-
-
-def distance_objective(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
-    """What PGD minimises: L1, or the squared L2 (same sign of gradient as L2, no sqrt at 0)."""
-    d = (a - b).flatten(1)
-    return d.abs().sum(dim=1) if distance == "l1" else d.pow(2).sum(dim=1)
-
-
-def select_targets(ctx: AttackContext, target_class: int, num_targets: int) -> torch.Tensor:
-    """The first ``num_targets`` test rows of ``target_class`` that the clean head classifies correctly."""
-    rows = torch.nonzero(ctx.y_test == target_class).flatten()
-    if rows.numel() == 0:
-        return rows
-    pred = ctx.head.predict(ctx.f_test[rows])
-    return rows[pred.cpu() == target_class][:num_targets]
-
-
-def nearest_rows(
-    ctx: AttackContext, queries: torch.Tensor, pool: torch.Tensor, k: int, distance: Distance
-) -> torch.Tensor:
-    """For each query feature (Q, D), the ``k`` rows of ``pool`` (training row indices) whose clean training
-    features are closest; (Q, k) int64, ties broken by row order (stable sort)."""
-    k = min(k, int(pool.numel()))
-    pool_f = ctx.f_train[pool].to(ctx.device, torch.float32)
-    out = []
-    for i in range(0, len(queries), 64):
-        q = queries[i : i + 64].to(ctx.device, torch.float32)
-        d = torch.cdist(q, pool_f, p=1.0 if distance == "l1" else 2.0)
-        order = torch.sort(d.cpu(), dim=1, stable=True).indices[:, :k]
-        out.append(pool[order])
-    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class PoisonFrogParams(Params):
-    # paper: airplane (0) is the target class, car (1) the base class
-    target_class: int = Field(0, ge=0)
-    base_class: int = Field(1, ge=0)
-    binary: bool = True  # restrict the task to [target_class, base_class] (paper and code)
+class PoisonFrogParams(TargetedParams):
     variant: Literal["paper", "code"] = "paper"
-    num_poisons: int = Field(1, ge=1, description="paper variant: poisons per target (paper: one)")
     chunk_size: int = Field(64, ge=1, description="code variant: images per chunk (code: 64)")
     max_chunks: int | None = Field(None, ge=1, description="code variant: chunks tried per target (None: all)")
     distance: Distance | None = Field(None, description="feature distance; None: l2 (paper) or l1 (code)")
@@ -141,22 +41,16 @@ class PoisonFrogParams(Params):
     # None: "linear" for the paper variant (a decaying step converges on the collision, see sign_pgd), "constant"
     # for the code variant (the code's fixed 0.333 * eps step, final iterate)
     step_schedule: Literal["constant", "linear"] | None = None
-    num_targets: int = Field(100, ge=1)  # paper: 100 trials
     batch_size: int = Field(256, ge=1, description="(target, base) pairs optimised per forward/backward pass")
 
 
 @register
-class PoisonFrog(Attack):
+class PoisonFrog(TargetedAttack):
     name = "poison_frog"
     description = (
         "Poison Frog: targeted clean-label feature collision, sign-PGD within an L-inf ball (paper and code variants)."
     )
     Params = PoisonFrogParams
-    targeted = True
-
-    def _check_params(self) -> None:
-        if self.params.target_class == self.params.base_class:
-            raise ParamError(f"attack '{self.name}': target_class and base_class must differ")
 
     @property
     def resolved_distance(self) -> Distance:
@@ -166,7 +60,7 @@ class PoisonFrog(Attack):
 
     @property
     def resolved_step_size(self) -> float:
-        return self.params.step_size if self.params.step_size is not None else 0.333 * self.params.eps
+        return self.params.step_size if self.params.step_size is not None else default_step_size(self.params.eps)
 
     @property
     def resolved_schedule(self) -> Literal["constant", "linear"]:
@@ -177,16 +71,21 @@ class PoisonFrog(Attack):
     def max_poisons(self, n_train: int) -> int:
         return self.params.num_poisons if self.params.variant == "paper" else self.params.chunk_size
 
-    def task_classes(self) -> list[int] | None:
-        return [self.params.target_class, self.params.base_class] if self.params.binary else None
+    def cost(self, n_train: int, n_per_class: int) -> AttackCost:
+        p = self.params
+        if p.variant == "paper":
+            return AttackCost(passes=p.num_targets * p.num_poisons * p.steps, refits=p.num_targets)
+        bases = n_per_class // p.chunk_size * p.chunk_size  # every full chunk of base images, for every target
+        if p.max_chunks is not None:
+            bases = min(bases, p.max_chunks * p.chunk_size)
+        return AttackCost(passes=p.num_targets * bases * p.steps, refits=p.num_targets)
 
     # -----------------------------------------------------------------------------------------------------------
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         p = self.params
         dist = self.resolved_distance
-        targets = select_targets(ctx, p.target_class, p.num_targets)
-        pool = torch.nonzero(ctx.y_train == p.base_class).flatten()
+        targets, pool = self.targets_and_pool(ctx)
         if targets.numel() == 0 or pool.numel() == 0:
             log.warning("poison_frog: no usable target (%d) or base image (%d)", targets.numel(), pool.numel())
             return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
@@ -214,16 +113,7 @@ class PoisonFrog(Attack):
         trials, dists, dists0 = [], [], []
         for t in range(len(targets)):
             _, rows, x, d, d0 = best[t]
-            trials.append(
-                PoisonTrial(
-                    indices=rows.clone(),
-                    y=torch.full((len(rows),), p.base_class, dtype=torch.long),
-                    x=x,
-                    target_index=int(targets[t]),
-                    target_label=p.target_class,
-                    adversarial_label=p.base_class,
-                )
-            )
+            trials.append(self.trial(rows, x, int(targets[t])))
             dists.append(d)
             dists0.append(d0)
         d_all, d0_all = torch.cat(dists), torch.cat(dists0)

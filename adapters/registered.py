@@ -11,8 +11,4 @@ BUILTIN_ATTACK_MODULES = [
 ]
 
 for _module in BUILTIN_ATTACK_MODULES:
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as _err:  # a module still being written must not break the others
-        if _err.name != _module:
-            raise
+    importlib.import_module(_module)

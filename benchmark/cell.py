@@ -1,7 +1,9 @@
 """run_cell: the stages of one cell, in order, and nothing else.
 
-data -> backbone + defense (cached) -> features (cached) -> attack + budget check -> heads -> metrics.
-A cell is a function of its configuration and the cache; it returns a Record and never talks to MLflow.
+data -> backbone + defense (cached) -> features (cached) -> task -> clean head -> attack + budget check ->
+poisoned heads -> outcome metrics -> robust accuracy -> artifacts. A cell is a function of its configuration and
+the cache; it returns a Record and never talks to MLflow. Each stage is a function whose inputs are its arguments
+and whose outputs are its return values (metrics as a dict the caller merges into the record).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import io
 import logging
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,24 +22,25 @@ import torch
 
 from adapters.base import Attack, AttackContext, PoisonResult, check_budget
 from benchmark.cache import Cache
-from benchmark.data import load_data
+from benchmark.data import Dataset, load_data
 from benchmark.hashing import stable_hash
 from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
 from benchmark.metrics import accuracy, wilson_interval
-from benchmark.models import MODELS_VERSION, build_backbone, feature_extractor
+from benchmark.models import Backbone, build_backbone, extract_features, feature_extractor
 from benchmark.refit import RowEdit, refit_heads
 from benchmark.registry import REGISTRY
 from benchmark.suite import Cell
 from benchmark.training import evaluate_accuracy, robust_accuracy, train_backbone
+from benchmark.versions import BACKBONE_STAGES, FEATURE_STAGES, versions
 
 log = logging.getLogger(__name__)
 
-# Bump a version when that stage's behaviour changes, so stale cache entries are not reused.
-TRAINING_VERSION = "1"
-FEATURE_VERSION = "1"
 DEFAULT_ROBUST_EPS = 3 / 255  # the paper's adversarial-training eps
 MAX_NPZ_ROWS = 10_000  # poison rows kept in the .npz artifact; more is noted as truncated
+
+Metrics = dict[str, float]
+HeadFitter = Callable[[torch.Tensor, torch.Tensor], LinearHead]
 
 
 @dataclass
@@ -50,18 +53,50 @@ class RunOptions:
 
 @dataclass
 class Record:
-    """What a cell produced; tracking turns it into an MLflow run."""
+    """What a cell produced; tracking turns it into an MLflow run.
+
+    ``params`` are the cell's inputs (every resolved hyper-parameter); everything the cell computed is a metric, a
+    result (a non-numeric outcome such as the budget check's verdict), a curve or an artifact, and tracking logs
+    each of these dictionaries whole."""
 
     key: str
     title: str
     status: str = "FINISHED"  # or FAILED
-    metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """The target data the attack and the heads work on: images, labels and frozen features of both splits."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    f_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    f_test: torch.Tensor
+
+    def restricted(self, classes: list[int] | None) -> Task:
+        """Only the rows whose label is in ``classes`` (all rows for None)."""
+        if classes is None:
+            return self
+        keep_tr, keep_te = torch.isin(self.y_train, torch.tensor(classes)), torch.isin(self.y_test, torch.tensor(classes))
+        return replace(
+            self,
+            x_train=self.x_train[keep_tr],
+            y_train=self.y_train[keep_tr],
+            f_train=self.f_train[keep_tr],
+            x_test=self.x_test[keep_te],
+            y_test=self.y_test[keep_te],
+            f_test=self.f_test[keep_te],
+        )
 
 
 def backbone_key(cell: Cell) -> str:
@@ -71,14 +106,13 @@ def backbone_key(cell: Cell) -> str:
             "backbone": [cell.backbone.name, cell.backbone.params],
             "defense": [cell.defense.name, cell.defense.params],
             "seed": cell.seed,
-            "version": TRAINING_VERSION,
-            "models": MODELS_VERSION,  # an architecture change invalidates trained weights
+            "versions": versions(BACKBONE_STAGES),
         }
     )
 
 
 def feature_key(cell: Cell) -> str:
-    return stable_hash({"backbone": backbone_key(cell), "target": cell.target, "version": FEATURE_VERSION})
+    return stable_hash({"backbone": backbone_key(cell), "target": cell.target, "versions": versions(FEATURE_STAGES)})
 
 
 @contextmanager
@@ -123,16 +157,46 @@ def run_cell(cell: Cell, opts: RunOptions) -> Record:
 
 
 def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
+    """The stages in order; each returns what the next needs and the metrics it measured, which land in the record
+    at once (a failed cell keeps those of the stages before the failure)."""
     device = torch.device(opts.device)
-    torch.manual_seed(cell.seed)
+    torch.manual_seed(cell.seed)  # the backbone's initial weights
     cache = Cache(opts.cache_dir)
     m = rec.metrics
 
-    # 1. data
     external = load_data(cell.external, seed=cell.seed, data_root=opts.data_root)
     target = load_data(cell.target, seed=cell.seed, data_root=opts.data_root)
+    backbone, rec.curves, training = backbone_stage(cell, external, cache, device, opts.progress)
+    m.update(training)
+    extractor = feature_extractor(backbone).to(device)
+    features, extraction = feature_stage(cell, target, extractor, cache, device)
+    m.update(extraction)
 
-    # 2. backbone + defense
+    attack: Attack = REGISTRY.get("attack", cell.attack.name).factory(**cell.attack.params)
+    task = task_stage(cell, target, features, attack)
+
+    def fit(f: torch.Tensor, y: torch.Tensor) -> LinearHead:
+        return fit_head(f, y, cell.head.name, cell.head.params, device=device)
+
+    clean_head, clean = clean_head_stage(task, fit)
+    m.update(clean)
+    result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed)
+    m.update(attacked)
+    rec.results["budget_check"] = "passed"
+    heads, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
+    m.update(refit)
+    m.update(outcome_stage(task, result, heads, m["clean_accuracy"]))
+    rec.results["robust_eps_used"] = eps = _robust_eps(cell, attack)
+    m.update(robust_stage(cell, task, extractor, clean_head, eps, device))
+
+    rec.artifacts.update(_poison_artifacts(task.x_train, result))
+    rec.artifacts["budget_check.txt"] = (budget_line + "\n").encode()
+
+
+def backbone_stage(
+    cell: Cell, external: Dataset, cache: Cache, device: torch.device, progress: bool
+) -> tuple[Backbone, dict[str, list[float]], Metrics]:
+    """The backbone trained on the external data under the defense, from the cache when it holds it."""
     bkey = backbone_key(cell)
     backbone = build_backbone(cell.backbone.name, cell.backbone.params, num_classes=external.num_classes)
     stored = cache.load("backbone", bkey)
@@ -140,154 +204,181 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
         backbone.load_state_dict(stored["state_dict"])
         meta = stored["meta"]
         log.info("cache hit: backbone %s (%s, %s) reused, no training", bkey, cell.backbone.label, cell.defense.label)
-        m["backbone_cached"] = 1.0
     else:
-        t0 = time.perf_counter()
-        result = train_backbone(
-            backbone,
-            external.train.x,
-            external.train.y,
-            cell.defense.name,
-            cell.defense.params,
-            device=device,
-            seed=cell.seed,
-            progress=opts.progress,
-            classes=external.classes,
-        )
-        train_seconds = time.perf_counter() - t0
-        ext_acc = evaluate_accuracy(backbone, external.test.x, external.test.y, device, classes=result.classes)
-        meta = {
-            "curves": result.curves,
-            "epochs": result.epochs,
-            "images_per_second": result.images_per_second,
-            "external_accuracy": ext_acc,
-            "train_seconds": train_seconds,
-        }
+        meta = _train(cell, backbone, external, device, progress)
         cache.save("backbone", bkey, {"state_dict": backbone.cpu().state_dict(), "meta": meta}, meta=_meta_of(cell))
-        log.info("trained backbone %s in %.1f s (%d epochs); cached", bkey, train_seconds, result.epochs)
-        m["backbone_cached"] = 0.0
-    rec.curves = {k: list(v) for k, v in meta["curves"].items()}
-    m["external_accuracy"] = float(meta["external_accuracy"])
-    m["train_epochs"] = float(meta["epochs"])
-    m["train_seconds"] = float(meta["train_seconds"])
-    m["train_images_per_second"] = float(meta["images_per_second"])
+        log.info("trained backbone %s in %.1f s (%d epochs); cached", bkey, meta["train_seconds"], meta["epochs"])
+    metrics = {
+        "backbone_cached": float(stored is not None),
+        "external_accuracy": float(meta["external_accuracy"]),
+        "train_epochs": float(meta["epochs"]),
+        "train_seconds": float(meta["train_seconds"]),
+        "train_images_per_second": float(meta["images_per_second"]),
+    }
+    return backbone, {k: list(v) for k, v in meta["curves"].items()}, metrics
 
-    # 3. frozen features of the target data
-    extractor = feature_extractor(backbone).to(device)
+
+def _train(cell: Cell, backbone: Backbone, external: Dataset, device: torch.device, progress: bool) -> dict[str, Any]:
+    """Train ``backbone`` in place; what the cache keeps beside its weights."""
+    t0 = time.perf_counter()
+    result = train_backbone(
+        backbone,
+        external.train.x,
+        external.train.y,
+        cell.defense.name,
+        cell.defense.params,
+        device=device,
+        seed=cell.seed,
+        progress=progress,
+        classes=external.classes,
+    )
+    train_seconds = time.perf_counter() - t0
+    return {
+        "curves": result.curves,
+        "epochs": result.epochs,
+        "images_per_second": result.images_per_second,
+        "external_accuracy": evaluate_accuracy(
+            backbone, external.test.x, external.test.y, device, classes=result.classes
+        ),
+        "train_seconds": train_seconds,
+    }
+
+
+def feature_stage(
+    cell: Cell, target: Dataset, extractor: torch.nn.Module, cache: Cache, device: torch.device
+) -> tuple[dict[str, torch.Tensor], Metrics]:
+    """Frozen features of the target's train and test images, from the cache when it holds them."""
     fkey = feature_key(cell)
     feats = cache.load("features", fkey)
-    if feats is None:
-        t0 = time.perf_counter()
-        feats = {
-            "train": _extract(extractor, target.train.x, device),
-            "test": _extract(extractor, target.test.x, device),
-        }
-        cache.save("features", fkey, feats, meta={"backbone": bkey, "target": cell.target.name})
-        m["feature_seconds"] = time.perf_counter() - t0
-    else:
+    if feats is not None:
         log.info("cache hit: features %s reused", fkey)
-    x_tr, y_tr, f_tr = target.train.x, target.train.y, feats["train"]
-    x_te, y_te, f_te = target.test.x, target.test.y, feats["test"]
-
-    # 4. attack, on the task it asks for
-    component = REGISTRY.get("attack", cell.attack.name)
-    attack: Attack = component.factory(**cell.attack.params)
-    classes = attack.task_classes()
-    if classes is not None:
-        missing = sorted(set(classes) - set(target.classes))
-        if missing:
-            raise ValueError(f"attack '{cell.attack.label}' needs classes {missing} absent from the target data")
-        keep_tr, keep_te = torch.isin(y_tr, torch.tensor(classes)), torch.isin(y_te, torch.tensor(classes))
-        x_tr, y_tr, f_tr = x_tr[keep_tr], y_tr[keep_tr], f_tr[keep_tr]
-        x_te, y_te, f_te = x_te[keep_te], y_te[keep_te], f_te[keep_te]
-
-    def fit(features: torch.Tensor, labels: torch.Tensor) -> LinearHead:
-        return fit_head(features, labels, cell.head.name, cell.head.params, device=device)
-
+        return feats, {}
     t0 = time.perf_counter()
-    clean_head = fit(f_tr, y_tr)
-    m["head_seconds"] = time.perf_counter() - t0
-    m["clean_accuracy"] = accuracy(clean_head.predict(f_te), y_te)
+    feats = {
+        "train": extract_features(extractor, target.train.x, device),
+        "test": extract_features(extractor, target.test.x, device),
+    }
+    cache.save("features", fkey, feats, meta={"backbone": backbone_key(cell), "target": cell.target.name})
+    return feats, {"feature_seconds": time.perf_counter() - t0}
 
+
+def task_stage(cell: Cell, target: Dataset, features: dict[str, torch.Tensor], attack: Attack) -> Task:
+    """The target data restricted to the classes the attack's task needs (all of them for most attacks)."""
+    classes = attack.task_classes()
+    missing = sorted(set(classes or []) - set(target.classes))
+    if missing:
+        raise ValueError(f"attack '{cell.attack.label}' needs classes {missing} absent from the target data")
+    task = Task(target.train.x, target.train.y, features["train"], target.test.x, target.test.y, features["test"])
+    return task.restricted(classes)
+
+
+def clean_head_stage(task: Task, fit: HeadFitter) -> tuple[LinearHead, Metrics]:
+    t0 = time.perf_counter()
+    head = fit(task.f_train, task.y_train)
+    seconds = time.perf_counter() - t0
+    return head, {"head_seconds": seconds, "clean_accuracy": accuracy(head.predict(task.f_test), task.y_test)}
+
+
+def attack_stage(
+    attack: Attack,
+    task: Task,
+    extractor: torch.nn.Module,
+    clean_head: LinearHead,
+    fit: HeadFitter,
+    device: torch.device,
+    seed: int,
+) -> tuple[PoisonResult, Metrics, str]:
+    """The attack's poisons, checked against its budget before anything uses them (a violation raises)."""
     ctx = AttackContext(
         extractor=extractor,
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        f_train=f_tr,
-        f_test=f_te,
+        x_train=task.x_train,
+        y_train=task.y_train,
+        x_test=task.x_test,
+        y_test=task.y_test,
+        f_train=task.f_train,
+        f_test=task.f_test,
         head=clean_head,
         fit_head=fit,
         device=device,
-        seed=cell.seed,
+        seed=seed,
     )
     t0 = time.perf_counter()
     result = attack(ctx)
-    m["attack_seconds"] = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    n_train = len(task.y_train)
+    report = check_budget(task.x_train, result, eps=attack.budget_eps, max_changed=attack.max_poisons(n_train))
+    metrics = {
+        "attack_seconds": seconds,
+        "perturbation_linf_max": report.linf,
+        "perturbation_linf_mean": report.mean_linf,
+        "poisons_per_trial": float(report.changed),
+        "num_trials": float(len(result.trials)),
+        **{f"attack_{k}": float(v) for k, v in result.info.items()},
+    }
+    return result, metrics, report.line()
 
-    # 5. budget check, before any poison is used
-    report = check_budget(x_tr, result, eps=attack.budget_eps, max_changed=attack.max_poisons(len(y_tr)))
-    rec.params["budget_check"] = "passed" if report.passed else "failed"
-    m["perturbation_linf_max"] = report.linf
-    m["perturbation_linf_mean"] = report.mean_linf
-    m["poisons_per_trial"] = float(report.changed)
-    m["num_trials"] = float(len(result.trials))
-    for k, v in result.info.items():
-        m[f"attack_{k}"] = float(v)
 
-    # 6. heads on poisoned features, then metrics
+def poisoned_heads_stage(
+    cell: Cell,
+    task: Task,
+    result: PoisonResult,
+    extractor: torch.nn.Module,
+    clean_head: LinearHead,
+    device: torch.device,
+) -> tuple[list[LinearHead], Metrics]:
+    """One head per trial, refitted on the clean set with that trial's rows replaced (all trials together)."""
     t0 = time.perf_counter()
     sizes = [len(trial.indices) for trial in result.trials]
     changed = [t for t, n in zip(result.trials, sizes, strict=True) if n]
     if not changed:
-        new_rows = f_tr[:0]
+        new_rows = task.f_train[:0]
     elif result.space == "feature":
         new_rows = torch.cat([t.features for t in changed])
     else:  # every trial's poisons in one pass through the extractor
-        new_rows = _extract(extractor, torch.cat([t.x for t in changed]), device)
+        new_rows = extract_features(extractor, torch.cat([t.x for t in changed]), device)
     edits = [
-        RowEdit(trial.indices, rows.to(f_tr.dtype), trial.y)
+        RowEdit(trial.indices, rows.to(task.f_train.dtype), trial.y)
         for trial, rows in zip(result.trials, new_rows.split(sizes), strict=True)
     ]
-    # one base set and the replaced rows: the torch head solves all trials together from the clean head
-    heads = refit_heads(f_tr, y_tr, edits, cell.head.name, cell.head.params, device=device, init=clean_head)
-    m["refit_seconds"] = time.perf_counter() - t0
-    accs = [accuracy(h.predict(f_te), y_te) for h in heads]
-    m["poisoned_accuracy"] = float(np.mean(accs))
-    m["accuracy_drop"] = m["clean_accuracy"] - m["poisoned_accuracy"]
+    heads = refit_heads(
+        task.f_train, task.y_train, edits, cell.head.name, cell.head.params, device=device, init=clean_head
+    )
+    return heads, {"refit_seconds": time.perf_counter() - t0}
+
+
+def outcome_stage(task: Task, result: PoisonResult, heads: list[LinearHead], clean_accuracy: float) -> Metrics:
+    """Poisoned accuracy (mean over trials) and, for targeted attacks, the success rate with its interval."""
+    poisoned = float(np.mean([accuracy(h.predict(task.f_test), task.y_test) for h in heads]))
+    metrics = {"poisoned_accuracy": poisoned, "accuracy_drop": clean_accuracy - poisoned}
     if result.targeted:
-        wins = 0
-        for head, trial in zip(heads, result.trials, strict=True):
-            pred = int(head.predict(f_te[trial.target_index : trial.target_index + 1])[0])
-            wins += int(pred == trial.adversarial_label)
+        wins = sum(
+            int(head.predict(task.f_test[t.target_index : t.target_index + 1])[0]) == t.adversarial_label
+            for head, t in zip(heads, result.trials, strict=True)
+        )
         n = len(result.trials)
         lo, hi = wilson_interval(wins, n)
-        m["attack_success_rate"] = wins / n if n else float("nan")
-        m["attack_success_ci_low"], m["attack_success_ci_high"] = lo, hi
-        m["attack_successes"] = float(wins)
+        metrics["attack_success_rate"] = wins / n if n else float("nan")
+        metrics["attack_success_ci_low"], metrics["attack_success_ci_high"] = lo, hi
+        metrics["attack_successes"] = float(wins)
+    return metrics
 
-    # robust accuracy of the clean head: what adversarial training bought the features
-    eps = cell.evaluation.robust_eps
-    if eps is None:
-        eps = attack.budget_eps if attack.budget_eps > 0 else DEFAULT_ROBUST_EPS
-    rec.params["robust_eps_used"] = eps
-    n = min(cell.evaluation.robust_samples, len(y_te))
+
+def _robust_eps(cell: Cell, attack: Attack) -> float:
+    """The suite's ``robust_eps``, else the attack's eps, else the paper's adversarial-training eps."""
+    if cell.evaluation.robust_eps is not None:
+        return cell.evaluation.robust_eps
+    return attack.budget_eps if attack.budget_eps > 0 else DEFAULT_ROBUST_EPS
+
+
+def robust_stage(
+    cell: Cell, task: Task, extractor: torch.nn.Module, clean_head: LinearHead, eps: float, device: torch.device
+) -> Metrics:
+    """Robust accuracy of extractor + clean head: what adversarial training bought the features."""
+    n = min(cell.evaluation.robust_samples, len(task.y_test))
     model = HeadOnFeatures(extractor, clean_head).to(device).eval()
-    m["robust_accuracy"] = robust_accuracy(
-        model, x_te[:n], clean_head.index_of(y_te[:n]), eps=eps, steps=cell.evaluation.robust_steps, device=device
-    )
-
-    rec.artifacts.update(_poison_artifacts(x_tr, result))
-    rec.artifacts["budget_check.txt"] = (report.line() + "\n").encode()
-
-
-def _extract(extractor: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            out.append(extractor(x[i : i + batch].to(device)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+    labels = clean_head.index_of(task.y_test[:n])
+    steps = cell.evaluation.robust_steps
+    return {"robust_accuracy": robust_accuracy(model, task.x_test[:n], labels, eps=eps, steps=steps, device=device)}
 
 
 def _meta_of(cell: Cell) -> dict[str, Any]:

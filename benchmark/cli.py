@@ -27,8 +27,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
     p.add_argument("--rerun", action="store_true", help="start a new parent run and rerun every cell")
-    p.add_argument("--resume", action="store_true", help="skip cells already FINISHED in the suite's latest parent "
-                   "run (the default; kept for explicitness)")
     p.add_argument("--executor", choices=("local", "ray"), help="overrides the suite's executor")
     p.add_argument("--address", help="address of an existing Ray cluster (with --executor ray)")
     p.add_argument("--cache-dir", help="cache of trained backbones and features (default: $BENCHMARK_CACHE or "
@@ -101,11 +99,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from benchmark.report import main as report_main
-    except ImportError:
-        print("report: not implemented yet (tracked by its own issue); open the runs with `python -m benchmark ui`")
-        return 1
+    from benchmark.report import main as report_main
+
     return report_main(args)
 
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.defenses import make_defense
 from benchmark.errors import BenchmarkError
+from benchmark.registry import REGISTRY
 from benchmark.suite import Cell, Suite
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -59,7 +61,6 @@ KNOWN_SIZES = {
     "mnist": (60_000, 10_000, 10),
     "digits": (1_437, 360, 10),
 }
-TARGETED_PREFIXES = ("poison_frog", "art_feature_collision", "art_bullseye_polytope")
 
 
 @dataclass(frozen=True)
@@ -167,32 +168,19 @@ def _rate(table: dict[str, float], backbone: str) -> float:
 
 
 def _training_passes(cell: Cell, ext: _Size) -> float:
-    p = cell.defense.params
-    per_image = 1 + {"naive": 0, "fgsm": 1}.get(cell.defense.name, int(p.get("steps", 0) or 0))
-    return ext.train * int(p.get("max_epochs", 1)) * per_image + ext.test * FORWARD_FRACTION
+    defense = make_defense(cell.defense.name, cell.defense.params)
+    per_image = defense.passes_per_image()
+    return ext.train * defense.params.max_epochs * per_image + ext.test * FORWARD_FRACTION
 
 
 def _attack_passes(cell: Cell, tgt: _Size) -> tuple[float, int, int, int]:
     """(fwd+bwd passes, head refits, training rows and one-vs-rest classes of each head) for this cell's attack."""
-    name, p = cell.attack.name, cell.attack.params
-    binary = bool(p.get("binary", False)) and "target_class" in p
-    rows = tgt.train * 2 / tgt.classes if binary else tgt.train
-    k = 1 if binary or tgt.classes == 2 else tgt.classes  # a binary head has one decision function
-    iters = int(p.get("steps", p.get("max_iter", 0)) or 0)
-    if name == "poison_frog" and p.get("variant") == "code":
-        chunk = int(p.get("chunk_size", 64))
-        bases = (tgt.train // tgt.classes) // chunk * chunk
-        if p.get("max_chunks"):
-            bases = min(bases, int(p["max_chunks"]) * chunk)
-        return float(p.get("num_targets", 1)) * bases * iters, int(p.get("num_targets", 1)), int(rows), k
-    if name.startswith(TARGETED_PREFIXES) or "num_targets" in p:
-        targets = int(p.get("num_targets", 1))
-        return float(targets * int(p.get("num_poisons", 1)) * iters), targets, int(rows), k
-    if "fraction" in p:  # adv_poison: every poisoned image optimised; one more head (the target or proxy head)
-        return float(p["fraction"]) * tgt.train * iters, 2, int(rows), k
-    if "num_poisons" in p:
-        return float(int(p["num_poisons"]) * iters), 1, int(rows), k
-    return 0.0, 1, int(rows), k  # none, label_flip: no optimisation
+    attack = REGISTRY.get("attack", cell.attack.name).factory(**cell.attack.params)
+    task = attack.task_classes()
+    rows = tgt.train * len(task) / tgt.classes if task else tgt.train
+    k = 1 if (task and len(task) == 2) or tgt.classes == 2 else (len(task) if task else tgt.classes)
+    cost = attack.cost(tgt.train, tgt.train // tgt.classes)
+    return float(cost.passes), cost.refits, int(rows), k
 
 
 def _feature_dim(cell: Cell) -> int:

@@ -27,18 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from benchmark.defenses import DefenseParams, make_defense
+from benchmark.defenses.standard import AdversarialParams, FGSMTraining, NaiveTraining, PGDParams, PGDTraining
 from benchmark.errors import TrainingDiverged
+from benchmark.linf import default_step_size
 from benchmark.registry import Params
-from benchmark.training import (
-    AdversarialParams,
-    DefenseParams,
-    PGDParams,
-    TrainResult,
-    _autocast,
-    _resolve,
-    label_indices,
-)
+from benchmark.training import TrainResult, _autocast, label_indices
 
+GROUPABLE = (NaiveTraining, FGSMTraining, PGDTraining)  # whose example arithmetic _adversarial reproduces
 SHARED = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "precision")
 
 
@@ -56,7 +52,11 @@ def check_groupable(members: Sequence[Member]) -> list[DefenseParams]:
     """The members' resolved defense parameters; ``ValueError`` when they cannot train as one group."""
     if not members:
         raise ValueError("a group needs at least one member")
-    ps = [_resolve(m.defense, m.params) for m in members]
+    defenses = [make_defense(m.defense, m.params) for m in members]
+    unknown = [type(d).__name__ for d in defenses if type(d) not in GROUPABLE]
+    if unknown:
+        raise ValueError(f"grouped training reproduces naive, FGSM and PGD training only, not {unknown[0]}")
+    ps = [d.params for d in defenses]
     shapes = [[tuple(p.shape) for p in m.backbone.parameters()] for m in members]
     if any(s != shapes[0] for s in shapes):
         raise ValueError("grouped training needs the same architecture (parameter shapes) for every member")
@@ -83,8 +83,6 @@ def _attack_settings(defense: str, p: DefenseParams) -> tuple[str, float, int, f
     if defense == "naive" or not isinstance(p, AdversarialParams) or p.adv_fraction == 0 or p.eps == 0:
         return None
     if isinstance(p, PGDParams):
-        from adapters.torchattacks_adapter import default_step_size
-
         return "pgd", p.eps, p.steps, p.step_size if p.step_size is not None else default_step_size(p.eps)
     return "fgsm", p.eps, 1, p.eps
 

@@ -69,12 +69,13 @@ class TorchSVMParams(Params):
 # Helpers
 
 
-def _as_tensor(a: ArrayLike, dtype: torch.dtype | None = None) -> torch.Tensor:
+def as_tensor(a: ArrayLike, dtype: torch.dtype | None = None) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
     return t.to(dtype) if dtype is not None else t
 
 
-def _check(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def check_problem(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The sorted classes of one training problem; DataError when its shapes or classes cannot make a head."""
     if features.ndim != 2:
         raise DataError(f"features must be a (N, D) matrix; got shape {tuple(features.shape)}")
     if labels.ndim != 1 or len(labels) != len(features):
@@ -85,7 +86,7 @@ def _check(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return classes
 
 
-def _from_rows(coef: torch.Tensor, intercept: torch.Tensor, classes: torch.Tensor) -> LinearHead:
+def head_from_rows(coef: torch.Tensor, intercept: torch.Tensor, classes: torch.Tensor) -> LinearHead:
     """coef (Q, D), intercept (Q,); Q == 1 for a binary problem (positive class = classes[1])."""
     coef = coef.detach().cpu().double()
     intercept = intercept.detach().cpu().double()
@@ -99,7 +100,7 @@ def _from_rows(coef: torch.Tensor, intercept: torch.Tensor, classes: torch.Tenso
     )
 
 
-def _label_signs(labels: torch.Tensor, classes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def label_signs(labels: torch.Tensor, classes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """One-vs-rest targets in {-1, +1}: (N, 1) for a binary task (positive class ``classes[1]``), else (N, K)."""
     classes = classes.to(labels.device)
     if len(classes) == 2:
@@ -107,7 +108,7 @@ def _label_signs(labels: torch.Tensor, classes: torch.Tensor, dtype: torch.dtype
     return torch.where(labels.unsqueeze(-1) == classes, 1.0, -1.0).to(dtype)
 
 
-def _head_rows(
+def head_rows(
     head: LinearHead, classes: torch.Tensor, dtype: torch.dtype, device: torch.device, what: str = "init head"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A head's weights (q, D) and biases (q,) as the solvers' problems (a binary head's positive row only)."""
@@ -159,9 +160,9 @@ class LinearSVCHead:
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import LinearSVC
 
-        f = _as_tensor(features).detach().cpu()
-        y = _as_tensor(labels).detach().cpu().long()
-        classes = _check(f, y)
+        f = as_tensor(features).detach().cpu()
+        y = as_tensor(labels).detach().cpu().long()
+        classes = check_problem(f, y)
         p = self.params
         xn = f.double().numpy()
         mean = scale = None
@@ -179,7 +180,7 @@ class LinearSVCHead:
         if p.scale:
             coef, intercept = _fold_scaling(coef, intercept, mean, scale)
         assert torch.equal(torch.from_numpy(svc.classes_).long(), classes)
-        return _from_rows(coef, intercept, classes)
+        return head_from_rows(coef, intercept, classes)
 
     def fit_many(self, problems: Sequence[tuple[ArrayLike, ArrayLike]]) -> list[LinearHead]:
         return [self.fit(f, y) for f, y in problems]
@@ -259,7 +260,7 @@ def _newton_svm(
             xd = x @ d
         else:
             d, xd = _cg_direction(x, active, g, g_norm, g0_norm, done, twoC, cg_max_iter)
-        t = _line_search(w, d, z, xd, s, m, twoC) * (~done).to(dt)
+        t = exact_line_search(w, d, z, xd, s, m, twoC) * (~done).to(dt)
         w = w + t * d
         steps += 1
         z = x @ w if steps % 10 == 0 else z + t * xd
@@ -397,7 +398,7 @@ def _cg_direction(
     return d, xd
 
 
-def _line_search(
+def exact_line_search(
     w: torch.Tensor, d: torch.Tensor, z: torch.Tensor, xd: torch.Tensor, s: torch.Tensor, m: torch.Tensor, twoC: float
 ) -> torch.Tensor:
     """argmin_{t >= 0} f(w + t d) per problem (T, 1, Q), exactly, without iterating.
@@ -466,11 +467,11 @@ class TorchSVMHead:
         """
         if labels is None:
             pairs = list(features)  # type: ignore[arg-type]
-            feats = [_as_tensor(f) for f, _ in pairs]
-            labs = [_as_tensor(y) for _, y in pairs]
+            feats = [as_tensor(f) for f, _ in pairs]
+            labs = [as_tensor(y) for _, y in pairs]
         else:
-            feats = [_as_tensor(f) for f in features]  # type: ignore[union-attr]
-            labs = [_as_tensor(y) for y in labels]  # type: ignore[union-attr]
+            feats = [as_tensor(f) for f in features]  # type: ignore[union-attr]
+            labs = [as_tensor(y) for y in labels]  # type: ignore[union-attr]
         if len(feats) != len(labs):
             raise DataError(f"{len(feats)} feature sets but {len(labs)} label sets")
         if not feats:
@@ -478,7 +479,7 @@ class TorchSVMHead:
         p = self.params
         dt = torch.float64 if p.dtype == "float64" else torch.float32
         dev = self.device
-        classes = [_check(f, y) for f, y in zip(feats, labs, strict=True)]
+        classes = [check_problem(f, y) for f, y in zip(feats, labs, strict=True)]
         dims = {f.shape[1] for f in feats}
         if len(dims) != 1:
             raise DataError(f"all feature sets must have the same dimension; got {sorted(dims)}")
@@ -494,7 +495,7 @@ class TorchSVMHead:
             n = len(f)
             x[t, :n, :D] = f.detach().to(dev, dt)
             mask[t, :n] = True
-            signs = _label_signs(y.detach().long().to(dev), c, dt)
+            signs = label_signs(y.detach().long().to(dev), c, dt)
             s[t, :n, : signs.shape[1]] = signs
         if p.scale:
             mean, scale = _scaler_stats(x[:, :, :D], mask)  # (T, D)
@@ -509,7 +510,7 @@ class TorchSVMHead:
                 raise DataError(f"init has {len(inits)} heads for {T} training sets")
             w0 = torch.zeros(T, D + 1, Q, dtype=dt, device=dev)
             for t, (h, c) in enumerate(zip(inits, classes, strict=True)):
-                wt, bt = _head_rows(h, c, dt, dev, what=f"init head {t}")
+                wt, bt = head_rows(h, c, dt, dev, what=f"init head {t}")
                 if p.scale:  # the same scores on standardised features
                     bt = bt + wt @ mean[t]
                     wt = wt * scale[t]
@@ -528,7 +529,7 @@ class TorchSVMHead:
             intercept = w[t, D, :q].double()
             if p.scale:
                 coef, intercept = _fold_scaling(coef, intercept, mean[t].double(), scale[t].double())
-            heads.append(_from_rows(coef, intercept, c))
+            heads.append(head_from_rows(coef, intercept, c))
         return heads
 
 
@@ -577,8 +578,8 @@ def fit_heads(
 
 def accuracy(head: LinearHead, features: ArrayLike, labels: ArrayLike) -> float:
     """Fraction of rows whose predicted label equals ``labels`` (original labels)."""
-    f = _as_tensor(features).float()
-    y = _as_tensor(labels).long()
+    f = as_tensor(features).float()
+    y = as_tensor(labels).long()
     if len(y) == 0:
         return float("nan")
     with torch.no_grad():

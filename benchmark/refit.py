@@ -38,12 +38,12 @@ from benchmark.heads import (
     ArrayLike,
     TorchSVMHead,
     TorchSVMParams,
-    _as_tensor,
-    _check,
-    _from_rows,
-    _head_rows,
-    _label_signs,
-    _line_search,
+    as_tensor,
+    check_problem,
+    head_from_rows,
+    head_rows,
+    label_signs,
+    exact_line_search,
     fit_heads,
     make_head_fitter,
 )
@@ -111,9 +111,9 @@ def refit_heads(
 
     ``init`` (torch_svm): a warm start for every problem, typically the head fitted on the base set.
     """
-    f0 = _as_tensor(base_features).detach().cpu()
-    y0 = _as_tensor(base_labels).detach().cpu().long()
-    classes = _check(f0, y0)
+    f0 = as_tensor(base_features).detach().cpu()
+    y0 = as_tensor(base_labels).detach().cpu().long()
+    classes = check_problem(f0, y0)
     _check_edits(len(f0), f0.shape[1], edits)
     if not edits:
         return []
@@ -151,7 +151,7 @@ def _fit_shared(
     M = max(1, max(len(e.indices) for e in edits))
 
     x0 = torch.cat([f0.to(dev, dt), torch.ones(N, 1, dtype=dt, device=dev)], dim=1)  # (N, D1)
-    s0 = _label_signs(y0.to(dev), classes, dt)  # (N, Q)
+    s0 = label_signs(y0.to(dev), classes, dt)  # (N, Q)
     # replacement rows, padded to M per problem: position (t, j) holds edit t's j-th row
     sizes = torch.tensor([len(e.indices) for e in edits])
     t_of = torch.repeat_interleave(torch.arange(T), sizes).to(dev)
@@ -163,7 +163,7 @@ def _fit_shared(
         dim=1,
     )
     sr = torch.ones(T, M, Q, dtype=dt, device=dev)
-    sr[t_of, j_of] = _label_signs(torch.cat([e.labels.long() for e in edits]).to(dev), classes, dt)
+    sr[t_of, j_of] = label_signs(torch.cat([e.labels.long() for e in edits]).to(dev), classes, dt)
     emask = torch.zeros(T, M, dtype=torch.bool, device=dev)
     emask[t_of, j_of] = True
     keep = torch.ones(N, T, dtype=torch.bool, device=dev)  # base rows present in each problem
@@ -171,14 +171,14 @@ def _fit_shared(
 
     w = torch.zeros(T, D1, Q, dtype=dt, device=dev)
     if init is not None:
-        wt, bt = _head_rows(init, classes, dt, dev)
+        wt, bt = head_rows(init, classes, dt, dev)
         w[:, :D, :] = wt.T
         w[:, D, :] = bt
 
     solver = _SharedNewton(x0, s0, keep, xr, sr, emask, p.C)
     tol = max(p.tol, 100 * torch.finfo(dt).eps)
     w, fitter.last_iterations = solver.solve(w, p.max_iter, tol)
-    return [_from_rows(w[t, :D, :].T, w[t, D, :], classes) for t in range(T)]
+    return [head_from_rows(w[t, :D, :].T, w[t, D, :], classes) for t in range(T)]
 
 
 class _SharedNewton:
@@ -255,7 +255,7 @@ class _SharedNewton:
             d = self.direction(ab, ae, g, done, live)
             xdb, xde = self.scores(d, live)
             # the line search sees each problem's rows as one (L, N + M, Q) block
-            t = _line_search(
+            t = exact_line_search(
                 w[live],
                 d,
                 torch.cat([zb_l.permute(1, 0, 2), ze_l], dim=1),

@@ -1,9 +1,9 @@
 """Named components (datasets, backbones, defenses, attacks, heads) and their parameter schemas.
 
 Every component has a pydantic model of its parameters (unknown keys are errors, defaults carry a source in a
-comment where they come from the paper or its code), a one-line description, and a factory. Third-party attacks
-register through the ``benchmark.attacks`` entry-point group, or are named in a suite as ``module:Class``
-(which imports and runs that module: only use paths you trust).
+comment where they come from the paper or its code), a one-line description, and a factory. Attacks and defenses
+are classes; third-party ones register through the ``benchmark.attacks`` / ``benchmark.defenses`` entry-point
+groups, or are named in a suite as ``module:Class`` (which imports and runs that module: only use paths you trust).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from benchmark.errors import ParamError
 
 KINDS = ("dataset", "backbone", "defense", "attack", "head")
-ENTRY_POINT_GROUP = "benchmark.attacks"
+# kinds whose components are classes (name, description, Params), open to plugins: kind -> entry-point group
+ENTRY_POINT_GROUPS = {"attack": "benchmark.attacks", "defense": "benchmark.defenses"}
 
 
 class Params(BaseModel):
@@ -83,7 +84,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 class Registry:
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
-        self._entry_points_loaded = False
+        self._bases: dict[str, type] = {}
+        self._entry_points_loaded: set[str] = set()
 
     def add(self, kind: str, name: str, description: str, params: type[BaseModel], factory: Any) -> Component:
         if kind not in KINDS:
@@ -101,12 +103,25 @@ class Registry:
 
         return deco
 
+    def declare_base(self, kind: str, base: type) -> None:
+        """The class every component of ``kind`` subclasses (set by the module that defines it, so the registry
+        imports none of them)."""
+        self._bases[kind] = base
+
+    def add_class(self, kind: str, cls: Any, name: str | None = None) -> Component:
+        """Register a component class (``name``, ``description``, ``Params``) under its name or the one given."""
+        base = self._bases.get(kind)
+        if base is None or not (isinstance(cls, type) and issubclass(cls, base)):
+            expected = f"{base.__module__}.{base.__name__}" if base else f"a {kind} class"
+            raise ParamError(f"{kind} '{name or cls}' is not a subclass of {expected}")
+        return self.add(kind, name or cls.name, cls.description, cls.Params, cls)
+
     def get(self, kind: str, name: str) -> Component:
         _load_builtins()
-        if kind == "attack":
-            self._load_entry_points()
+        if kind in ENTRY_POINT_GROUPS:
+            self._load_entry_points(kind)
             if ":" in name and name not in self._items[kind]:
-                return self._load_path(name)
+                return self._load_path(kind, name)
         try:
             return self._items[kind][name]
         except KeyError:
@@ -115,43 +130,33 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         _load_builtins()
-        if kind == "attack":
-            self._load_entry_points()
+        if kind in ENTRY_POINT_GROUPS:
+            self._load_entry_points(kind)
         return sorted(self._items[kind])
 
     def items(self, kind: str) -> Iterator[Component]:
         for name in self.names(kind):
             yield self._items[kind][name]
 
-    def _load_entry_points(self) -> None:
-        if self._entry_points_loaded:
+    def _load_entry_points(self, kind: str) -> None:
+        if kind in self._entry_points_loaded:
             return
-        self._entry_points_loaded = True
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        self._entry_points_loaded.add(kind)
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS[kind]):
             try:
-                cls = ep.load()
+                self.add_class(kind, ep.load(), name=ep.name)
             except Exception as err:  # a broken plugin must not break the benchmark
                 import warnings
 
-                warnings.warn(f"could not load attack entry point {ep.name!r}: {err}", stacklevel=2)
-                continue
-            self.add_attack_class(cls, name=ep.name)
+                warnings.warn(f"could not load {kind} entry point {ep.name!r}: {err}", stacklevel=2)
 
-    def _load_path(self, path: str) -> Component:
+    def _load_path(self, kind: str, path: str) -> Component:
         module_name, _, attr = path.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
-            raise ParamError(f"attack path '{path}' cannot be imported: {err}") from None
-        return self.add_attack_class(cls, name=path)
-
-    def add_attack_class(self, cls: Any, name: str | None = None) -> Component:
-        """Register an ``adapters.base.Attack`` subclass under its ``name`` (or the one given)."""
-        from adapters.base import Attack
-
-        if not (isinstance(cls, type) and issubclass(cls, Attack)):
-            raise ParamError(f"attack '{name or cls}' is not a subclass of adapters.base.Attack")
-        return self.add("attack", name or cls.name, cls.description, cls.Params, cls)
+            raise ParamError(f"{kind} path '{path}' cannot be imported: {err}") from None
+        return self.add_class(kind, cls, name=path)
 
 
 REGISTRY = Registry()
@@ -171,7 +176,7 @@ def _load_builtins() -> None:
 BUILTIN_MODULES = [
     "benchmark.data",
     "benchmark.models",
-    "benchmark.training",
+    "benchmark.defenses",
     "benchmark.heads",
     "adapters",
 ]

@@ -18,11 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from benchmark.data.base import DataSpec
 from benchmark.errors import ParamError, SuiteError
 from benchmark.hashing import stable_hash
-from benchmark.registry import REGISTRY, format_validation_error
+from benchmark.registry import ENTRY_POINT_GROUPS, REGISTRY, format_validation_error
+from benchmark.versions import versions
 
 AXES = ("dataset", "backbone", "defense", "attack", "seed")
-# Bump when the meaning of a cell's configuration changes, so resumed grids do not reuse stale results.
-CELL_VERSION = "1"
 
 
 class Strict(BaseModel):
@@ -65,18 +64,6 @@ class ResourcesSpec(Strict):
     num_gpus: float = Field(0, ge=0)
 
 
-METRICS = (
-    "clean_accuracy",
-    "poisoned_accuracy",
-    "accuracy_drop",
-    "attack_success_rate",
-    "robust_accuracy",
-    "external_accuracy",
-    "perturbation",
-    "timing",
-)
-
-
 class Suite(Strict):
     name: str
     description: str = ""
@@ -87,7 +74,6 @@ class Suite(Strict):
     defenses: dict[str, ComponentSpec] = Field(min_length=1)
     attacks: dict[str, ComponentSpec] = Field(min_length=1)
     head: ComponentSpec = ComponentSpec(name="linear_svc")
-    metrics: list[Literal[METRICS]] = Field(default_factory=lambda: list(METRICS))  # type: ignore[valid-type]
     evaluation: EvaluationSpec = EvaluationSpec()
     grid: GridSpec = GridSpec()
     references: list[ReferenceSpec] = Field(default_factory=list)
@@ -144,14 +130,12 @@ class Cell(Strict):
     attack: Resolved
     head: Resolved
     evaluation: EvaluationSpec
-    metrics: tuple[str, ...]
-    references: tuple[ReferenceSpec, ...] = ()
 
     @property
     def key(self) -> str:
-        """Stable key: the resolved configuration (references aside) plus the cell version."""
-        body = self.model_dump(mode="json", exclude={"references", "suite"})
-        return stable_hash({"cell": body, "version": CELL_VERSION})
+        """Stable key: the resolved configuration plus the version of every stage (``benchmark/versions.py``)."""
+        body = self.model_dump(mode="json", exclude={"suite"})
+        return stable_hash({"cell": body, "versions": versions()})
 
     def tags(self) -> dict[str, str]:
         return {
@@ -231,7 +215,7 @@ def _resolve(kind: str, section: str, label: str, spec: ComponentSpec) -> Resolv
         params = comp.params(**spec.params)
     except ValidationError as err:
         raise ParamError(f"{format_validation_error(err, prefix=f'{section}.{label}.params')}") from None
-    if kind == "attack":  # cross-parameter checks (_check_params) run when the attack is built
+    if kind in ENTRY_POINT_GROUPS:  # classes: cross-parameter checks (_check_params) run when one is built
         try:
             comp.factory(**params.model_dump())
         except ParamError as err:
@@ -309,8 +293,6 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             attack=resolved["attack"][at],
             head=resolved["head"],
             evaluation=suite.evaluation,
-            metrics=tuple(suite.metrics),
-            references=tuple(r for r in suite.references if _ref_matches(r, ds, bb, df, at)),
         )
         if any(_matches(cell, rule) for rule in suite.grid.exclude):
             continue
@@ -318,8 +300,3 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             continue
         cells.append(cell)
     return cells
-
-
-def _ref_matches(ref: ReferenceSpec, ds: str, bb: str, df: str, at: str) -> bool:
-    values = {"dataset": ds, "backbone": bb, "defense": df, "attack": at}
-    return all(str(values.get(k)) == str(v) for k, v in ref.match.items() if k in values)

@@ -297,7 +297,7 @@ class Tracker:
         tags = [RunTag("benchmark.status", record.status)]
         if record.error:
             tags.append(RunTag("benchmark.error", record.error[:4900]))
-        extra_params = {k: v for k, v in record.params.items() if k in ("budget_check", "robust_eps_used")}
+        extra_params = record.results  # outcomes that are not numbers; the inputs were logged at the start
         for i in range(0, len(metrics), 900):
             chunk = metrics[i : i + 900]
             _retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))

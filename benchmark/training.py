@@ -1,21 +1,17 @@
-"""Train a backbone on the external data under a defence: naive, FGSM or PGD adversarial training.
+"""Train a backbone on the external data under a defense, and measure clean and robust accuracy.
 
 A lean loop in the spirit of airbench: the whole training set is moved to the device once, each epoch is a
-seeded permutation (a CPU ``torch.Generator``) sliced into batches, no DataLoader, no worker processes. On CUDA
-the forward passes (attack included) run under bf16 autocast (``precision``; the CPU can ask for it too) and the
-model and data use ``channels_last``; ``compile: true`` wraps the model in ``torch.compile``.
+seeded permutation (a CPU ``torch.Generator``) sliced into batches, no DataLoader, no worker processes. The
+defense (``benchmark.defenses``) turns each clean batch into the batch trained on. On CUDA the forward passes (the
+defense's included) run under bf16 autocast (``precision``; the CPU can ask for it too) and the model and data use
+``channels_last``; ``compile: true`` wraps the model in ``torch.compile``.
 
-Faithful to the paper's code (V4, CIFAR-100 script) by default: Adam, lr 1e-4, batch 64, cross-entropy, shuffled,
-no augmentation, every batch fully adversarial, early stop when an epoch's training accuracy passes ``stop_at``.
-The training accuracy of an epoch is measured, as in a plain training loop, on the batches the model is trained
+Faithful to the paper's code by default (``DefenseParams``): Adam, lr 1e-4, batch 64, cross-entropy, shuffled,
+no augmentation, early stop when an epoch's training accuracy passes ``stop_at``, measured on the batches trained
 on (the adversarial ones under FGSM/PGD), from the forward pass that computes the loss.
 
 Labels: ``y`` holds the dataset's original labels; they are mapped to row indices ``0..K-1`` through the sorted
 unique labels (``TrainResult.classes``), so the backbone's classifier must have exactly K outputs.
-
-Registry: kind "defense", names naive / fgsm / pgd; each factory is called as
-``factory(backbone, x, y, params, device=..., seed=..., progress=...) -> TrainResult`` (same as
-``train_backbone`` with the defence name filled in).
 """
 
 from __future__ import annotations
@@ -30,85 +26,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 
+from benchmark.defenses import Defense, DefenseParams, make_defense
+from benchmark.defenses.base import check_eps
+from benchmark.defenses.examples import make_example_generator
 from benchmark.errors import DataError, ParamError, TrainingDiverged
 from benchmark.progress import progress as progress_bar
-from benchmark.registry import REGISTRY, Params
+from benchmark.registry import Params
 
 log = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------------------------------------------
-# Parameters
-
-
-class DefenseParams(Params):
-    """Shared by every defence. Sources: 'code' = the paper's published code (V4), CIFAR-100 script."""
-
-    lr: float = Field(1e-4, gt=0)  # code, CIFAR-100 script (SVHN script: 1e-5)
-    max_epochs: int = Field(16, ge=1)  # code, CIFAR-100 script: naive 16 (SVHN: 16)
-    stop_at: float = Field(0.95, ge=0, le=1.0)  # code, CIFAR-100 script (SVHN: 0.98); 1.0 never stops early
-    batch_size: int = Field(64, ge=1)  # code
-    optimizer: Literal["adam", "sgd"] = "adam"  # code: Adam
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only; a common value, not from the paper
-    weight_decay: float = Field(0.0, ge=0)  # code: Adam without weight decay
-    compile: bool = False  # torch.compile the model (CUDA recommended); not from the paper
-    # forward passes (attack steps included) under bf16 autocast: "auto" on CUDA only; "bf16" also on the CPU, where
-    # it pays on CPUs with bf16 matrix units (measured: small CNN attack step 9-10 -> 5.2 ms on an AMX Xeon) and
-    # is slow elsewhere; "float32" never (bit-for-bit repeatable CPU runs are float32). Not from the paper.
-    precision: Literal["auto", "bf16", "float32"] = "auto"
-
-
-def _check_eps(value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"eps is an L-inf radius on images in [0, 1] and must be in [0, 1] (for example 3/255 = 0.0118); "
-            f"got {value}"
-        )
-    return value
-
-
-class AdversarialParams(DefenseParams):
-    max_epochs: int = Field(128, ge=1)  # code, CIFAR-100 script: FGSM/PGD 128 (SVHN: 64)
-    eps: float = 3 / 255  # code: FGSM and PGD eps 3/255 (CIFAR-100 and SVHN)
-    adv_fraction: float = Field(1.0, ge=0, le=1)  # code: every batch fully adversarial
-    attack_train_mode: bool = False  # attack the model in eval mode (see adapters.torchattacks_adapter)
-
-    @field_validator("eps")
-    @classmethod
-    def _eps_in_range(cls, value: float) -> float:
-        return _check_eps(value)
-
-
-class NaiveParams(DefenseParams):
-    pass
-
-
-class FGSMParams(AdversarialParams):
-    pass
-
-
-class PGDParams(AdversarialParams):
-    steps: int = Field(40, ge=1)  # code: 40 iterations
-    step_size: float | None = Field(None, gt=0)  # None: 0.333 * eps (code)
-    random_start: bool = False  # code: no random start
-
-
-@REGISTRY.register("defense", "naive", "standard training (cross-entropy on clean images)", NaiveParams)
-def _naive(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, params: NaiveParams, **kw: Any) -> TrainResult:
-    return train_backbone(backbone, x, y, "naive", params, **kw)
-
-
-@REGISTRY.register("defense", "fgsm", "FGSM adversarial training (one signed step of size eps)", FGSMParams)
-def _fgsm(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, params: FGSMParams, **kw: Any) -> TrainResult:
-    return train_backbone(backbone, x, y, "fgsm", params, **kw)
-
-
-@REGISTRY.register("defense", "pgd", "PGD adversarial training (L-inf, Madry et al.)", PGDParams)
-def _pgd(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, params: PGDParams, **kw: Any) -> TrainResult:
-    return train_backbone(backbone, x, y, "pgd", params, **kw)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training
@@ -143,10 +70,6 @@ def label_indices(y: torch.Tensor, classes: Sequence[int] | torch.Tensor, unknow
     return idx
 
 
-def _resolve(defense_name: str, params: Params | dict[str, Any] | None) -> Params:
-    return REGISTRY.get("defense", defense_name).resolve(params)
-
-
 def _autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -165,30 +88,19 @@ def _make_optimizer(model: nn.Module, p: DefenseParams) -> torch.optim.Optimizer
     return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
 
-def _make_generator(defense_name: str, model: nn.Module, p: Params):  # noqa: ANN202
-    if defense_name == "naive" or not isinstance(p, AdversarialParams) or p.adv_fraction == 0:
-        return None
-    from adapters.torchattacks_adapter import make_example_generator
-
-    if isinstance(p, PGDParams):
-        return make_example_generator(
-            "pgd", model, p.eps, p.steps, p.step_size, p.random_start, model_training=p.attack_train_mode
-        )
-    return make_example_generator("fgsm", model, p.eps, model_training=p.attack_train_mode)
-
-
 def train_backbone(
     backbone: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    defense_name: str,
+    defense: str | Defense,
     params: Params | dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = True,
     classes: Sequence[int] | torch.Tensor | None = None,
 ) -> TrainResult:
-    """Train ``backbone`` (in place) on images ``x`` (float [0, 1], NCHW, CPU) and original labels ``y``.
+    """Train ``backbone`` (in place) under ``defense`` (a ``Defense``, or a registered name built with ``params``) on
+    images ``x`` (float [0, 1], NCHW, CPU) and original labels ``y``.
 
     The backbone's initial weights are the caller's (seed them before building it). ``seed`` drives the
     shuffling and any randomness of the attack (PGD random start); on the CPU the same seed and the same initial
@@ -198,7 +110,9 @@ def train_backbone(
     outputs (extra rows are never trained towards). Raises ``TrainingDiverged`` when an epoch's loss is NaN or
     infinite.
     """
-    p = _resolve(defense_name, params)
+    if not isinstance(defense, Defense):
+        defense = make_defense(defense, params)
+    p = defense.params
     assert isinstance(p, DefenseParams)
     device = torch.device(device)
     if x.ndim < 2 or len(x) != len(y):
@@ -235,11 +149,9 @@ def train_backbone(
 
     fork_devices = [device] if cuda else []
     with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
-        torch.manual_seed(seed)  # PGD random start draws from the global generator of the device
-        example_generator = _make_generator(defense_name, model, p)
-        adv_fraction = p.adv_fraction if isinstance(p, AdversarialParams) else 0.0
+        torch.manual_seed(seed)  # a defense's randomness (PGD random start) draws from the global generator
         backbone.train()
-        epoch_iter = progress_bar(range(p.max_epochs), desc=f"train {defense_name}") if progress else range(
+        epoch_iter = progress_bar(range(p.max_epochs), desc=f"train {defense.name}") if progress else range(
             p.max_epochs
         )
         for epoch in epoch_iter:
@@ -251,13 +163,8 @@ def train_backbone(
             for i in range(0, n, p.batch_size):
                 idx = perm[i : i + p.batch_size]
                 xb, yb = xd[idx], yd[idx]
-                if example_generator is not None:
-                    n_adv = len(xb) if adv_fraction >= 1 else int(round(adv_fraction * len(xb)))
-                    if n_adv > 0:
-                        with _autocast(device, p.precision):
-                            x_adv = example_generator(xb[:n_adv], yb[:n_adv])
-                        xb = torch.cat([x_adv.to(xb.dtype), xb[n_adv:]]) if n_adv < len(xb) else x_adv
                 with _autocast(device, p.precision):
+                    xb = defense.training_batch(model, xb, yb)
                     out = model(xb)
                 if not checked_outputs:
                     checked_outputs = True
@@ -281,7 +188,7 @@ def train_backbone(
             curves["epoch_seconds"].append(seconds)
             if not math.isfinite(epoch_loss):
                 raise TrainingDiverged(
-                    f"{defense_name} training diverged: the loss became {epoch_loss} in epoch {epoch + 1} "
+                    f"{defense.name} training diverged: the loss became {epoch_loss} in epoch {epoch + 1} "
                     f"(lr={p.lr}, optimizer={p.optimizer}); try a smaller learning rate"
                 )
             if epoch_acc > p.stop_at:
@@ -375,10 +282,8 @@ def robust_accuracy(
     ``y``: row indices of the model's outputs (or original labels with ``classes``). The model is attacked and
     evaluated in eval mode, float32. ``eps`` must be in [0, 1].
     """
-    from adapters.torchattacks_adapter import make_example_generator
-
     try:
-        _check_eps(eps)
+        check_eps(eps)
     except ValueError as err:
         raise ParamError(str(err)) from None
     target = _targets(y, classes)

@@ -1,4 +1,4 @@
-"""The README's "adding an attack" example, run from outside the package through the CLI."""
+"""The README's "adding an attack" and "adding a defense" examples, run from outside the package through the CLI."""
 
 from __future__ import annotations
 
@@ -13,10 +13,21 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT, write_suite
 
 
-def readme_attack_code() -> str:
+def readme_code(section: str) -> str:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Adding an attack", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", text.split(f"## {section}", 1)[1], re.S).group(1)
+
+
+def readme_attack_code() -> str:
+    return readme_code("Adding an attack")
+
+
+def run_cli(args: list[str], plugin_dir, uri: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m benchmark ARGS`` from the repo root with the plugin folder on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir), **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def tiny_suite(smoke_dict: dict) -> dict:
@@ -35,11 +46,7 @@ def test_readme_attack_runs_through_the_cli(tmp_path, smoke_dict):
     (plugin_dir / "my_attacks.py").write_text(readme_attack_code())
     suite = write_suite(tmp_path, tiny_suite(smoke_dict))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir), "MLFLOW_TRACKING_URI": uri}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "run", str(suite), "--quiet"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("plugin")
@@ -58,9 +65,38 @@ def test_readme_attack_with_a_bad_parameter_is_refused(tmp_path, smoke_dict):
     d = tiny_suite(smoke_dict)
     d["attacks"]["noise"]["params"]["eps"] = 2.0
     suite = write_suite(tmp_path, d)
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "validate", str(suite)], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    proc = run_cli(["validate", str(suite)], plugin_dir)
     assert proc.returncode == 2
     assert "attacks.noise.params.eps: Input should be less than or equal to 1" in proc.stderr
+
+
+def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smoke_dict):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "my_defenses.py").write_text(readme_code("Adding a defense"))
+    d = tiny_suite(smoke_dict)
+    d["name"] = "defense-plugin"
+    d["attacks"] = {"none": {}}
+    common = {"max_epochs": 1, "lr": 0.002}
+    d["defenses"] = {
+        "naive": {"params": common},
+        "noise": {"name": "my_defenses:GaussianNoiseTraining", "params": {**common, "sigma": 0.3}},
+    }
+    suite = write_suite(tmp_path, d)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("defense-plugin")
+    runs = {r.data.tags["defense"]: r for r in client.search_runs([exp.experiment_id], "tags.`benchmark.role` = 'cell'")}
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert runs["noise"].data.params["defense"] == "my_defenses:GaussianNoiseTraining"
+    assert runs["noise"].data.params["defense.sigma"] == "0.3"
+    # same initial weights and batches: only the noise differs, so the training curves must differ
+    loss = {k: client.get_metric_history(r.info.run_id, "curve.train_loss")[0].value for k, r in runs.items()}
+    assert loss["noise"] != loss["naive"]
+
+    d["defenses"]["noise"]["params"]["sigma"] = 0.0  # out of range: refused at load time, naming the key
+    bad = write_suite(tmp_path, d, name="bad.yaml")
+    proc = run_cli(["validate", str(bad)], plugin_dir)
+    assert proc.returncode == 2 and "defenses.noise.params.sigma" in proc.stderr, proc.stderr

@@ -4,6 +4,6 @@ Importing this package registers the built-in dataset components (registry kind 
 """
 
 from benchmark.data import npz, synthetic, torchvision_sets  # noqa: F401  (register built-ins)
-from benchmark.data.base import DATA_VERSION, Dataset, DataSpec, RawData, Split, data_root, load_data
+from benchmark.data.base import Dataset, DataSpec, RawData, Split, data_root, load_data
 
-__all__ = ["DATA_VERSION", "DataSpec", "Dataset", "RawData", "Split", "data_root", "load_data"]
+__all__ = ["DataSpec", "Dataset", "RawData", "Split", "data_root", "load_data"]

@@ -5,7 +5,8 @@ that returns raw arrays as they come (uint8 or float in [0, 1]; NHW, NHWC or NCH
 component's parameters, calls the factory and applies the shared transforms of ``benchmark.data.transforms`` in one
 place: class subset, limits, float [0, 1], NCHW, resize, channels.
 
-Choices (documented here because cache keys depend on them, see ``DATA_VERSION``):
+Choices (documented here because cache keys depend on them: bump ``data`` in ``benchmark/versions.py`` when they
+change):
 
 - ``train_limit`` / ``test_limit`` keep the *first* N examples (in the source order) after class filtering. This
   is deterministic and independent of the seed, so a limited dataset is the same for every seed of a suite. If a
@@ -28,9 +29,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from benchmark.errors import DataError
-
-DATA_VERSION = "data-v1"
-"""Bump when loading or a transform changes what a given DataSpec produces (part of cache keys)."""
 
 DATA_ENV = "BENCHMARK_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/robust-poison-bench/data")

@@ -1,30 +1,10 @@
 """Generated class-conditional images: a CPU-sized stand-in for CIFAR/MNIST that needs no download.
 
-Design (so that features learned on one synthetic dataset transfer to another):
-
-- A fixed **bank of primitives** shared by every synthetic dataset, independent of any seed: Gaussian blobs of two
-  sizes and Gabor-like oriented gratings (8 orientations x 2 frequencies x 2 envelope sizes).
-- The **seed** (``load_data``'s seed hashed with ``seed_offset``) decides how classes use that vocabulary: each
-  class gets two prototypes, each prototype two parts = (primitive, position, colour from a shared palette,
-  amplitude): a faint blob (a cue a linear model can use) and a grating (a cue that needs a non-linear feature).
-  Two datasets with different ``seed_offset`` share the vocabulary but not the class recipes, as CIFAR-100 and
-  CIFAR-10 share edges and textures but not classes.
-- A **sample** mixes its class's prototypes with random weights (one dominant), shifts the whole pattern by a random
-  offset, draws each grating with a random phase (so a grating is visible to a linear model on raw pixels only
-  through its envelope: orientation needs a non-linear feature), adds one class-independent distractor primitive,
-  a random background level and contrast, and Gaussian pixel noise (``noise``), then clips to [0, 1].
-
-Recipes, the training split and the test split come from three generators derived from the seed, so changing
-``n_train`` leaves the test set as it was. Images are float32 NCHW in [0, 1]; generation is vectorised through
-separable primitives (about 0.06 s per 2,000 32x32 images on 2 cores).
-
-Measured with the defaults (4 classes, 512 train / 512 test, noise 0.25), 2 CPU cores:
-- logistic regression on raw pixels: 0.53-0.83 test accuracy over seeds 0-5 (chance 0.25); training accuracy 1.0.
-- ``small_cnn`` (defaults, no batch norm; Adam 2e-3, batch 64) trained on 10 external classes (2,000 images,
-  ``seed_offset`` 1) for 4 epochs: 0.42 / 0.75 test accuracy (seeds 0 / 1; chance 0.1); with batch norm 0.85.
-- a linear SVM on those features, on the 4-class target data: 0.92 / 0.87 (0.98 with batch norm), against
-  0.49 / 0.58 on the features of an untrained ``small_cnn``: features learned on one synthetic set transfer.
-- the same CNN trained directly on the 512 target images: 0.70 / 0.57 after 4 epochs (0.93 with batch norm).
+A fixed bank of primitives (Gaussian blobs, oriented gratings) is shared by every synthetic dataset; the seed
+(``load_data``'s seed hashed with ``seed_offset``) decides how classes combine them, so features learned on one
+synthetic dataset transfer to another, as CIFAR-100's do to CIFAR-10. Recipes, the training split and the test
+split come from three generators derived from the seed, so changing ``n_train`` leaves the test set as it was.
+Images are float32 NCHW in [0, 1]. The design in full and what was measured on it: docs/components.md.
 """
 
 from __future__ import annotations

@@ -5,19 +5,19 @@ Importing this package registers the built-in backbone components (registry kind
 
 from benchmark.models import resnet, small_cnn, vgg  # noqa: F401  (register built-ins)
 from benchmark.models.base import (
-    MODELS_VERSION,
     Backbone,
     FrozenFeatures,
     PretrainedWeightsError,
     build_backbone,
+    extract_features,
     feature_extractor,
 )
 
 __all__ = [
-    "MODELS_VERSION",
     "Backbone",
     "FrozenFeatures",
     "PretrainedWeightsError",
     "build_backbone",
+    "extract_features",
     "feature_extractor",
 ]

@@ -16,9 +16,6 @@ from torch import nn
 
 from benchmark.errors import DataError
 
-MODELS_VERSION = "models-v2"
-"""Bump when an architecture changes (part of cache keys for trained weights)."""
-
 
 class PretrainedWeightsError(DataError):
     """Pretrained weights that cannot be downloaded or loaded (one line, no traceback)."""
@@ -100,3 +97,14 @@ def feature_extractor(backbone: Backbone) -> FrozenFeatures:
     backbone's device.
     """
     return FrozenFeatures(copy.deepcopy(backbone.features), backbone.feature_dim)
+
+
+def extract_features(
+    extractor: nn.Module, x: torch.Tensor, device: torch.device | str, batch_size: int = 1024
+) -> torch.Tensor:
+    """Features of images ``x`` without gradients, ``batch_size`` at a time on ``device``; float32 on the CPU."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(extractor(x[i : i + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

@@ -1,23 +1,9 @@
 """A tiny CNN for CPU suites: three conv blocks, global average pooling, a linear layer to ``feature_dim``, ReLU.
 
 Blocks: conv3x3(3 -> w) maxpool2 ReLU, conv3x3(w -> 2w) maxpool2 ReLU, conv3x3(2w -> 4w) ReLU (batch norm after each
-conv when ``batch_norm``). About 4,000 images/s training (forward + backward, batch 128, 32x32) on 2 CPU cores at
-width 16 without batch norm.
-
-Two choices make it faster on the CPU without changing the function it computes:
-
-- Max-pooling comes before the ReLU: ``maxpool(relu(z)) == relu(maxpool(z))`` because ReLU is non-decreasing, and
-  the ReLU (and its backward pass) then runs on a quarter of the values.
-- The network works in channels-last layout (``ChannelsLast`` after the input map): PyTorch's CPU max-pool and
-  ReLU backward are vectorised over channels in that layout. Measured on 2 CPU cores, width 16, batch 64, 32x32
-  (ms per batch, NCHW -> channels-last + pool first): training step 13.4 -> 8.9, input gradient (one attack step)
-  11.1 -> 6.9. In NCHW, max-pooling alone took 29% of a PGD training epoch. (VGG13 was not faster in
-  channels-last on the CPU, so only this network does it; on CUDA the trainer converts every model.)
-
-``centre_input`` maps the [0, 1] input to (x - 0.5) / 0.25 inside the network (a fixed affine map, not fitted to
-data; images given to the model and to attacks stay in [0, 1]). Source of the default: on the ``synthetic`` data
-(10 classes, 2,000 images, Adam 2e-3, batch 64, no batch norm) test accuracy after 4 epochs was 0.42 with it and
-0.26 without; with batch norm, 0.75-0.96.
+conv when ``batch_norm``). Max-pooling before the ReLU (the same function, ReLU being non-decreasing) and the
+channels-last layout make it faster on the CPU; ``centre_input`` maps [0, 1] to (x - 0.5) / 0.25 inside the
+network. The measurements behind these choices are in docs/components.md.
 """
 
 from __future__ import annotations

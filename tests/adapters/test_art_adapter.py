@@ -68,9 +68,20 @@ def test_bullseye_fixed_moves_polytope_center_to_target(ctx):
     assert_unchanged(ctx, snap)
 
 
-def test_bullseye_art_implementation_runs(ctx):
-    attack = ArtBullseyePolytope(num_targets=1, num_poisons=2, eps=0.05, max_iter=3, implementation="art")
-    check_targeted(ctx, attack, attack(ctx), 1)
+def test_bullseye_art_implementation_ignores_the_target_and_fixed_uses_it(ctx):
+    """``implementation: art`` runs ART 1.20's poison(), which never reads the target (the defect documented in
+    adapters/art_adapter.py); ``fixed`` pulls the poisons towards whichever target it is given."""
+    from adapters.art_adapter import art_classifier
+
+    bases = ctx.x_train[ctx.y_train == 1][:2].numpy().copy()
+    targets = [ctx.x_test[ctx.y_test == 0][i : i + 1].numpy() for i in (0, 1)]
+    classifier = art_classifier(ctx)
+    for implementation, same in (("art", True), ("fixed", False)):
+        attack = ArtBullseyePolytope(num_poisons=2, eps=0.05, max_iter=5, implementation=implementation)
+        a, b = (attack._poison_one(classifier, t, bases.copy()) for t in targets)
+        assert (a == b).all() == same, implementation
+    art = ArtBullseyePolytope(num_targets=1, num_poisons=2, eps=0.05, max_iter=3, implementation="art")
+    check_targeted(ctx, art, art(ctx), 1)
 
 
 def test_svm_feature_space_trials(ctx):

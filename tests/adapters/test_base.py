@@ -105,9 +105,17 @@ def test_label_only_trial_keeps_images():
 
 
 def test_no_attack_changes_nothing():
+    from toy_context import make_ctx
+
+    ctx = make_ctx(n_train=40, n_test=10)
     attack = NoAttack()
-    assert attack.max_poisons(100) == 0
-    assert attack.budget_eps == 0.0
+    assert attack.max_poisons(100) == 0 and attack.budget_eps == 0.0
+    result = attack(ctx)
+    (trial,) = result.trials
+    assert len(trial.indices) == 0 and not result.targeted
+    assert check_budget(ctx.x_train, result, attack.budget_eps, attack.max_poisons(len(ctx.x_train))).changed == 0
+    x, y = apply_trial(ctx.x_train, ctx.y_train, trial)
+    assert torch.equal(x, ctx.x_train) and torch.equal(y, ctx.y_train)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

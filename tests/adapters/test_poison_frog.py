@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from adapters.base import check_budget
-from adapters.poison_frog import PoisonFrog, select_targets, sign_pgd
+from adapters.poison_frog import PoisonFrog
+from adapters.targeted import select_targets
+from benchmark.linf import sign_pgd
 from benchmark.errors import ParamError
 from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.torchattacks_adapter import default_step_size, make_example_generator
+from benchmark.defenses.examples import make_example_generator
+from benchmark.linf import default_step_size
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

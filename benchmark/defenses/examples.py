@@ -1,24 +1,15 @@
-"""Adversarial examples for adversarial training (and robust-accuracy checks), through torchattacks.
+"""Adversarial examples for adversarial training and robust-accuracy checks: torchattacks' FGSM and PGD, with the
+choices of the paper's code fixed and documented.
 
-Why wrap torchattacks rather than write PGD here: FGSM and PGD are the *defences* of this benchmark, not its
-object of study, so we want the reference implementation that the adversarial-robustness community uses and
-audits (torchattacks' ``FGSM``/``PGD`` are a few lines each and match Madry et al.: sign step, L-inf projection,
-clamp to [0, 1]). Re-implementing them would add one more place where an off-by-one in the projection or the
-clamp could silently weaken the defence, and results would be harder to compare with other work. The wrapper
-only fixes the choices that the paper's code made and documents them.
+Why torchattacks rather than our own PGD: FGSM and PGD are the *defences* here, not the object of study, so we use
+the reference implementation the community audits; our own would be one more place where an off-by-one in the
+projection or the clamp could silently weaken a defence.
 
-Model mode during the attack (a documented choice)
---------------------------------------------------
-torchattacks switches the model to ``eval()`` while it attacks (unless ``set_model_training_mode`` says otherwise)
-and restores ``train()`` afterwards. The paper's code attacks the network as it is during training (``train()``
-mode). For the paper's backbone -- torchvision VGG13 *without* batch norm, classifier replaced by one
-``nn.Linear`` so there is no dropout either -- train and eval mode compute exactly the same function, so the
-choice does not matter there. For backbones with batch norm (ResNet-18) we default to torchattacks' eval mode:
-the attack then sees the running statistics rather than the statistics of the batch being perturbed, and the
-``steps`` extra forward passes do not pollute the running statistics (train-mode BN would update them ``steps``
-times per batch). ``model_training=True`` keeps the model in train mode during the attack (dropout and batch norm
-included, i.e. literally what the paper's code does); it is exposed as the defence parameter
-``attack_train_mode``.
+Model mode during the attack: torchattacks attacks in ``eval()`` mode unless told otherwise. The paper's code
+attacks the network as it is during training (``train()``); for its VGG13 without batch norm or dropout the two
+are the same function. For backbones with batch norm (ResNet-18) eval mode is the default here: the attack sees the
+running statistics, and its ``steps`` extra forward passes do not update them. ``model_training=True`` (the
+defence parameter ``attack_train_mode``) keeps train mode, literally what the paper's code does.
 
 Labels passed to the generators are row indices ``0..K-1`` of the model's outputs.
 """
@@ -32,14 +23,9 @@ import torch
 import torchattacks
 from torch import nn
 
+from benchmark.linf import default_step_size
+
 ExampleGenerator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-PAPER_STEP_FRACTION = 0.333  # paper code: PGD step = 0.333 * eps
-
-
-def default_step_size(eps: float) -> float:
-    """The paper code's PGD step: 0.333 * eps."""
-    return PAPER_STEP_FRACTION * eps
 
 
 def _model_device(model: nn.Module) -> torch.device:

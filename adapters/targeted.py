@@ -1,0 +1,96 @@
+"""What targeted clean-label attacks share: the binary task, the choice of targets and bases, feature distances,
+and one ``PoisonTrial`` per target whose poisons keep the base class's label."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from adapters.base import Attack, AttackContext, PoisonTrial
+from benchmark.errors import ParamError
+from benchmark.registry import Params
+
+Distance = Literal["l1", "l2"]
+
+
+class TargetedParams(Params):
+    # the paper's pair: airplane (0) is the target class, car (1) the base class
+    target_class: int = Field(0, ge=0)
+    base_class: int = Field(1, ge=0)
+    binary: bool = True  # restrict the task to [target_class, base_class] (paper and code)
+    num_targets: int = Field(100, ge=1)  # paper: 100 trials
+    num_poisons: int = Field(1, ge=1, description="poisons per target (paper: one)")
+
+
+class TargetedAttack(Attack):
+    """Base of the targeted clean-label attacks: success means the target is predicted as ``base_class``."""
+
+    Params = TargetedParams
+    targeted = True
+
+    def _check_params(self) -> None:
+        if self.params.target_class == self.params.base_class:
+            raise ParamError(f"attack '{self.name}': target_class and base_class must differ")
+
+    def max_poisons(self, n_train: int) -> int:
+        return self.params.num_poisons
+
+    def task_classes(self) -> list[int] | None:
+        return [self.params.target_class, self.params.base_class] if self.params.binary else None
+
+    def targets_and_pool(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The targets (test rows) and the pool of base-class training rows; empty when either is unusable."""
+        targets = select_targets(ctx, self.params.target_class, self.params.num_targets)
+        pool = torch.nonzero(ctx.y_train == self.params.base_class).flatten()
+        return targets, pool
+
+    def trial(self, rows: torch.Tensor, x: torch.Tensor, target_index: int) -> PoisonTrial:
+        """One target's poisoned training set: ``rows`` replaced by ``x``, labels kept at ``base_class``."""
+        p = self.params
+        return PoisonTrial(
+            indices=rows.clone(),
+            y=torch.full((len(rows),), p.base_class, dtype=torch.long),
+            x=x,
+            target_index=int(target_index),
+            target_label=p.target_class,
+            adversarial_label=p.base_class,
+        )
+
+
+def feature_distance(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """Row-wise L1 or L2 distance between two (N, D) feature batches."""
+    d = (a - b).flatten(1)
+    return d.abs().sum(dim=1) if distance == "l1" else d.norm(dim=1)
+
+
+def distance_objective(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """What PGD minimises: L1, or the squared L2 (same sign of gradient as L2, no sqrt at 0)."""
+    d = (a - b).flatten(1)
+    return d.abs().sum(dim=1) if distance == "l1" else d.pow(2).sum(dim=1)
+
+
+def select_targets(ctx: AttackContext, target_class: int, num_targets: int) -> torch.Tensor:
+    """The first ``num_targets`` test rows of ``target_class`` that the clean head classifies correctly."""
+    rows = torch.nonzero(ctx.y_test == target_class).flatten()
+    if rows.numel() == 0:
+        return rows
+    pred = ctx.head.predict(ctx.f_test[rows])
+    return rows[pred.cpu() == target_class][:num_targets]
+
+
+def nearest_rows(
+    ctx: AttackContext, queries: torch.Tensor, pool: torch.Tensor, k: int, distance: Distance
+) -> torch.Tensor:
+    """For each query feature (Q, D), the ``k`` rows of ``pool`` (training row indices) whose clean training
+    features are closest; (Q, k) int64, ties broken by row order (stable sort)."""
+    k = min(k, int(pool.numel()))
+    pool_f = ctx.f_train[pool].to(ctx.device, torch.float32)
+    out = []
+    for i in range(0, len(queries), 64):
+        q = queries[i : i + 64].to(ctx.device, torch.float32)
+        d = torch.cdist(q, pool_f, p=1.0 if distance == "l1" else 2.0)
+        order = torch.sort(d.cpu(), dim=1, stable=True).indices[:, :k]
+        out.append(pool[order])
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
