@@ -110,17 +110,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from benchmark.tracking import default_tracking_uri
+    from benchmark.ui import serve
 
     uri = default_tracking_uri(args.tracking_uri)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    print(f"starting the MLflow UI on http://{args.host}:{args.port} over {uri} ...")
+    return serve(uri, args.host, args.port)
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ def run_suite(
     cells = expand(suite, parse_only(only))
     dev = resolve_device(device or suite.device)
     tracker = Tracker(tracking_uri)
-    exp = tracker.experiment_id(suite.name)
+    exp = tracker.experiment_id(suite.name, suite.description)
     parent, resumed = tracker.start_parent(
         suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor}, resume
     )

@@ -1,0 +1,90 @@
+"""``benchmark ui``: the MLflow server over the project's store, in its own process group, stopped as a whole.
+
+The server runs in a new session so that a signal sent to ``benchmark ui`` (SIGTERM from a supervisor, Ctrl-C
+from the terminal) is handled here, once, and forwarded to the server's whole group: its uvicorn workers included,
+which a plain ``subprocess.call`` left serving. One worker, because each one imports MLflow's server on start
+(seconds per worker on a small machine) and a local UI has a single user.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+STOP_GRACE_SECONDS = 10.0  # SIGTERM to the group, then SIGKILL for whatever is left
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: leave the wait and stop the server group."""
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+
+
+def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = print) -> int:
+    """Run the MLflow UI until it exits or this process is told to stop; returns its exit code (0 when stopped)."""
+    proc = subprocess.Popen(server_command(uri, host, port), start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    url = f"http://{host}:{port}"
+    try:
+        started = time.monotonic()
+        if _wait_ready(proc, url):
+            echo(f"MLflow UI ready on {url} over {uri} in {time.monotonic() - started:.1f} s (Ctrl-C to stop)")
+        return proc.wait()
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_group(proc)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0) -> bool:
+    """Poll the server's health endpoint until it answers; False if the server exited or never answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after a grace period; waits for the server itself."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            proc.poll()  # reap the leader so that it does not linger as a zombie member of the group
+            time.sleep(0.1)
+        if not _group_alive(proc.pid):
+            break
+    if proc.poll() is None:
+        proc.wait(timeout=5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
