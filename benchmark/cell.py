@@ -116,7 +116,7 @@ def run_cell(cell: Cell, opts: RunOptions) -> Record:
             rec.status = "FAILED"
             rec.error = f"{type(err).__name__}: {err}"
             rec.artifacts["traceback.txt"] = traceback.format_exc().encode()
-            log.error("cell %s failed: %s", cell.title(), rec.error)
+            rec.logs.append(f"error: cell {cell.title()} failed: {rec.error}")  # the runner prints it, once
     rec.seconds = time.perf_counter() - start
     rec.metrics["cell_seconds"] = rec.seconds
     return rec

@@ -24,10 +24,13 @@ class Missing:
     where: Path  # the folder (torchvision root) or file (npz) searched
 
 
-def find_missing(suite: Suite, data_root: str | Path | None = None) -> list[Missing]:
-    """The datasets of ``suite`` whose files are not where the cells will look for them."""
+def find_missing(suite: Suite, data_root: str | Path | None = None, labels: set[str] | None = None) -> list[Missing]:
+    """The datasets of ``suite`` (those labelled ``labels``, default all) whose files are not where the cells will
+    look for them."""
     out = []
     for label, task in suite.datasets.items():
+        if labels is not None and label not in labels:
+            continue
         for role in ("external", "target"):
             spec = getattr(task, role).resolved()
             key = f"datasets.{label}.{role}"
@@ -43,10 +46,16 @@ def find_missing(suite: Suite, data_root: str | Path | None = None) -> list[Miss
     return out
 
 
-def ensure_data(suite: Suite, source: str, data_root: str | Path | None = None, download: bool = False) -> None:
+def ensure_data(
+    suite: Suite,
+    source: str,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    labels: set[str] | None = None,
+) -> None:
     """Raise a one-line DataError for missing data; torchvision datasets are downloaded first when ``download``
     (or the dataset's own ``download: true``) asks for it."""
-    missing = find_missing(suite, data_root)
+    missing = find_missing(suite, data_root, labels)
     fetched: set[tuple[str, Path]] = set()
     for m in missing:
         wants = download or _own_download_flag(suite, m.key)
@@ -54,7 +63,7 @@ def ensure_data(suite: Suite, source: str, data_root: str | Path | None = None, 
             print(f"downloading {m.name} into {m.where}")
             tv.download(m.name, m.where)
             fetched.add((m.name, m.where))
-    left = find_missing(suite, data_root) if fetched else missing
+    left = find_missing(suite, data_root, labels) if fetched else missing
     if left:
         raise DataError(_message(source, left, data_root))
 
