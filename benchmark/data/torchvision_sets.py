@@ -101,7 +101,8 @@ def _open(name: str, params: TorchvisionParams, data_root: Path | None, train: b
         ) from None
     except ImportError as err:  # SVHN needs scipy to read .mat files
         raise DataError(f"dataset '{name}' needs a package that is not installed ({_one_line(err)})") from None
-    except (OSError, ValueError, EOFError) as err:  # network errors (URLError is an OSError), damaged files
+    # network errors (URLError is an OSError), damaged files (torchvision asserts on a malformed MNIST file)
+    except (OSError, ValueError, EOFError, AssertionError) as err:
         action = "download into" if params.download else "read from"
         raise DataError(f"dataset '{name}': could not {action} {root} ({_one_line(err)})") from None
 
