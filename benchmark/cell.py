@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from adapters.base import Attack, AttackContext, PoisonResult, check_budget
+from benchmark.artifacts import label_flip_artifacts
 from benchmark.cache import Cache
 from benchmark.data import load_data
 from benchmark.hashing import stable_hash
@@ -279,6 +280,7 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     )
 
     rec.artifacts.update(_poison_artifacts(x_tr, result))
+    rec.artifacts.update(label_flip_artifacts(y_tr, result))
     rec.artifacts["budget_check.txt"] = (report.line() + "\n").encode()
 
 
@@ -325,8 +327,12 @@ def _poison_artifacts(x_clean: torch.Tensor, result: PoisonResult) -> dict[str, 
     np.savez_compressed(buf, **payload)
     out["poisons.npz"] = buf.getvalue()
     if result.space == "image":
-        changed = [(tr.indices[i], tr.x[i]) for _, tr in rows for i in range(len(tr.indices))][:6]
-        png = _poison_grid(x_clean, changed)
+        # only rows whose image changed: a label-only attack's gallery would show untouched images
+        changed = [
+            (tr.indices[i], tr.x[i]) for _, tr in rows for i in range(len(tr.indices))
+            if not torch.equal(tr.x[i], x_clean[int(tr.indices[i])])
+        ][:6]
+        png = _poison_grid(x_clean, changed) if changed else b""
         if png:
             out["poison_examples.png"] = png
     return out

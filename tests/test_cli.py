@@ -70,7 +70,18 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
     history = client.get_metric_history(lf.info.run_id, "curve.train_loss")
     assert len(history) >= 1 and [m.step for m in history] == list(range(len(history)))
     artifacts = {a.path for a in client.list_artifacts(lf.info.run_id)}
-    assert {"poisons.npz", "budget_check.txt", "cell_log.txt"} <= artifacts
+    assert {"poisons.npz", "budget_check.txt", "cell_log.txt", "label_flips.csv", "label_flips.png"} <= artifacts
+    assert "poison_examples.png" not in artifacts  # label flip changes no image
+    # what the MLflow UI shows first: names that lead with what differs, the headline, the experiment's kind
+    assert lf.info.run_name == "pgd · label_flip · s0 · synthetic/small_cnn"
+    assert lf.data.tags["mlflow.note.content"].startswith("clean ")
+    assert "→ poisoned" in lf.data.tags["mlflow.note.content"]
+    for c in mine:  # rounded to 6 significant digits: no float32 tail such as 0.92500001
+        assert all(v == float(f"{v:.6g}") for v in c.data.metrics.values())
+    exp = client.get_experiment_by_name("smoke")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"].startswith("Naive vs PGD adversarial training")
+    assert "| pgd · label_flip · s0 · synthetic/small_cnn | FINISHED | clean " in parent.data.tags["mlflow.note.content"]
     # the parent carries the suite file, versions and the commit
     assert "smoke.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.params["version.torch"]
