@@ -92,10 +92,12 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
 def test_second_run_reuses_the_cache(smoke_run):
     uri, _, second = smoke_run
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "trained backbone" not in second.stderr
-    assert second.stderr.count("cache hit: backbone") == 4
+    assert second.stderr == "", "--quiet prints only the summary (no log line, no MLflow INFO line)"
     _, parents, children = _runs(uri)
     assert len(parents) == 2 and len(children) == 8
+    latest = max(parents, key=lambda r: r.info.start_time).info.run_id
+    again = [c for c in children if c.data.tags["mlflow.parentRunId"] == latest]
+    assert [c.data.metrics["backbone_cached"] for c in again] == [1.0] * 4
 
 
 def test_second_run_gives_identical_metrics(smoke_run):
