@@ -187,10 +187,9 @@ class Tracker:
             try:
                 _retry(lambda: self.client.create_experiment(suite_name, artifact_location=location))
             except Exception:  # another process created it first
-                pass
+                if _retry(lambda: self.client.get_experiment_by_name(suite_name)) is None:
+                    raise
             exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
-            if exp is None:
-                raise BenchmarkError(f"experiment '{suite_name}' could not be created in {self.uri}")
         wanted = {EXPERIMENT_KIND[0]: exp.tags.get(EXPERIMENT_KIND[0], EXPERIMENT_KIND[1]), VIEW_TAG: _cells_view()}
         if description:
             wanted[NOTE_TAG] = description.strip()
