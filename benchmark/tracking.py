@@ -227,7 +227,8 @@ class Tracker:
                 return parent, True
         tags = {ROLE: "parent", SUITE: suite_name, "mlflow.source.git.commit": git_commit()}
         run = _retry(
-            lambda: self.client.create_run(exp, run_name=f"{suite_name} · {time.strftime('%Y-%m-%d %H:%M')}", tags=tags)
+            lambda: self.client.create_run(exp, run_name=f"{suite_name} · {time.strftime('%Y-%m-%d %H:%M')}",
+                                           tags=tags)
         )
         rid = run.info.run_id
         params = {"suite": suite_name, "device": device, "git_commit": tags["mlflow.source.git.commit"]}

@@ -81,7 +81,8 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
     exp = client.get_experiment_by_name("smoke")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.tags["mlflow.note.content"].startswith("Naive vs PGD adversarial training")
-    assert "| pgd · label_flip · s0 · synthetic/small_cnn | FINISHED | clean " in parent.data.tags["mlflow.note.content"]
+    note = parent.data.tags["mlflow.note.content"]  # the parent's description: its cells and their headlines
+    assert "| pgd · label_flip · s0 · synthetic/small_cnn | FINISHED | clean " in note
     # the parent carries the suite file, versions and the commit
     assert "smoke.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.params["version.torch"]
