@@ -129,7 +129,7 @@ def test_dry_run_prints_grid(capsys):
     assert main(["run", str(ROOT / "suites/smoke.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 cells" in out
-    assert out.count("synthetic/small_cnn/") == 4
+    assert out.count(" · s0 · synthetic/small_cnn\n") == 4
 
 
 @pytest.mark.parametrize("argv", [["run", "--help"], ["validate", "--help"], ["list", "--help"], ["ui", "--help"],
