@@ -30,7 +30,7 @@ def _db() -> Path:
 
 
 def _cells(suite_name: str) -> dict[str, object]:
-    """Child runs by title (dataset/backbone/defense/attack/seed)."""
+    """Child runs by name (defense · attack · seed · dataset/backbone)."""
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name(suite_name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
