@@ -226,7 +226,9 @@ def _configure_logging(quiet: bool) -> None:
     handler.setLevel(level)  # a logger set to INFO further down (a cell's log capture) must not get past --quiet
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if isinstance(h, TqdmLogHandler)]:  # main() called again in one process
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(level)
     # MLflow configures its own loggers when imported (after this): its level comes from this variable
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
