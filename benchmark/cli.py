@@ -70,6 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         data_root=args.data_root,
         progress=progress.enabled(),
+        echo=progress.echo,
         download=args.download,
         yes=args.yes,
     )

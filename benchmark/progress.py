@@ -34,6 +34,11 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, le
     yield from tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True)
 
 
+def echo(line: str) -> None:
+    """Print a line to stdout above any progress bar (tqdm clears bars on stdout and stderr alike)."""
+    tqdm.write(line, file=sys.stdout)
+
+
 class TqdmLogHandler(logging.StreamHandler):
     """Log records written with ``tqdm.write``: the bars are cleared, the line printed, the bars redrawn."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 from tqdm.auto import tqdm
 
@@ -26,3 +27,17 @@ def test_log_line_clears_the_bar_first():
     # what precedes the line on its terminal row: nothing but the blanks that erased the bar
     assert before.rsplit("\r", 1)[1] == "", repr(before)
     assert before.rsplit("\r", 2)[1].strip() == "", repr(before)
+
+
+def test_echo_clears_a_bar_on_stderr(capsys):
+    from benchmark.progress import echo
+
+    bar = tqdm(total=3, desc="train")  # on stderr, where tqdm draws by default
+    bar.update(1)
+    try:
+        echo("[1/4] naive · none: ok")
+    finally:
+        bar.close()
+    captured = capsys.readouterr()
+    assert captured.out == "[1/4] naive · none: ok\n"
+    assert re.search(r"\r {20,}\r", captured.err), "the bar was not cleared (blanked) for the line"
