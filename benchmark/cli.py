@@ -123,7 +123,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     from benchmark.ui import serve
 
     uri = default_tracking_uri(args.tracking_uri)
-    print(f"starting the MLflow UI on http://{args.host}:{args.port} over {uri} ...")
+    print(f"starting the MLflow UI on http://{args.host}:{args.port} over {uri} ...", flush=True)
     return serve(uri, args.host, args.port)
 
 

@@ -33,7 +33,11 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = print) -> int:
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also when stdout is a pipe: a supervisor waits for the links
+
+
+def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = _say) -> int:
     """Run the MLflow UI until it exits or this process is told to stop; returns its exit code (0 when stopped)."""
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     proc = subprocess.Popen(server_command(uri, host, port), start_new_session=True, env=env)
