@@ -111,6 +111,10 @@ class BudgetReport:
     def line(self) -> str:
         state = "passed" if self.passed else "FAILED"
         cap = "" if self.max_changed is None else f" <= {self.max_changed}"
+        if self.changed == 0:
+            return f"budget check {state}: no training row changed"
+        if self.eps == 0 and self.linf == 0:  # a label-only attack: there is no pixel budget to report
+            return f"budget check {state}: images unchanged (labels only), changed samples {self.changed}{cap}"
         return (
             f"budget check {state}: max L-inf {self.linf:.6f} <= eps {self.eps:.6f}, pixels in "
             f"[{self.pixel_min:.4f}, {self.pixel_max:.4f}] within [0, 1], changed samples {self.changed}{cap}"
@@ -225,7 +229,9 @@ def check_budget(
         max_changed=max_changed,
         passed=not problems,
     )
-    if result.space == "feature":
+    if changed == 0:
+        pass  # nothing was poisoned (the clean baseline): no budget line to print
+    elif result.space == "feature":
         log.info("budget check (feature-space attack, no pixel budget): changed samples %d", changed)
     else:
         log.info(report.line())

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from adapters.base import Attack, AttackContext, PoisonResult, check_budget
+from benchmark.artifacts import label_flip_artifacts
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
 from benchmark.hashing import stable_hash
@@ -150,7 +151,7 @@ def run_cell(cell: Cell, opts: RunOptions) -> Record:
             rec.status = "FAILED"
             rec.error = f"{type(err).__name__}: {err}"
             rec.artifacts["traceback.txt"] = traceback.format_exc().encode()
-            log.error("cell %s failed: %s", cell.title(), rec.error)
+            rec.logs.append(f"error: cell {cell.title()} failed: {rec.error}")  # the runner prints it, once
     rec.seconds = time.perf_counter() - start
     rec.metrics["cell_seconds"] = rec.seconds
     return rec
@@ -190,6 +191,7 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     m.update(robust_stage(cell, task, extractor, clean_head, eps, device))
 
     rec.artifacts.update(_poison_artifacts(task.x_train, result))
+    rec.artifacts.update(label_flip_artifacts(task.y_train, result))
     rec.artifacts["budget_check.txt"] = (budget_line + "\n").encode()
 
 
@@ -416,8 +418,12 @@ def _poison_artifacts(x_clean: torch.Tensor, result: PoisonResult) -> dict[str, 
     np.savez_compressed(buf, **payload)
     out["poisons.npz"] = buf.getvalue()
     if result.space == "image":
-        changed = [(tr.indices[i], tr.x[i]) for _, tr in rows for i in range(len(tr.indices))][:6]
-        png = _poison_grid(x_clean, changed)
+        # only rows whose image changed: a label-only attack's gallery would show untouched images
+        changed = [
+            (tr.indices[i], tr.x[i]) for _, tr in rows for i in range(len(tr.indices))
+            if not torch.equal(tr.x[i], x_clean[int(tr.indices[i])])
+        ][:6]
+        png = _poison_grid(x_clean, changed) if changed else b""
         if png:
             out["poison_examples.png"] = png
     return out

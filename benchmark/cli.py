@@ -10,9 +10,10 @@ import logging
 import os
 import sys
 
+from benchmark import COMMAND
 from benchmark.errors import BenchmarkError
 
-EPILOG = "Results land in MLflow; open them with `python -m benchmark ui`."
+EPILOG = f"Results land in MLflow; open them with `{COMMAND} ui`."
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="cache of trained backbones and features (default: $BENCHMARK_CACHE or "
                    "./.cache/benchmark)")
     p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
+    p.add_argument("--download", action="store_true", help="download the suite's missing torchvision datasets into "
+                   "the data root before the grid starts")
+    p.add_argument("--yes", action="store_true", help="start a suite sized for a GPU on this machine's CPU anyway")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -64,11 +68,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         data_root=args.data_root,
         progress=progress.enabled(),
+        echo=progress.echo,
+        download=args.download,
+        yes=args.yes,
     )
     print_table(summary)
     print(
         f"results: MLflow store {summary.tracking_uri}, parent run {summary.parent_run_id}; "
-        f"open with `python -m benchmark ui`"
+        f"open with `{COMMAND} ui`"
     )
     if summary.failed:
         print(f"{summary.failed} of {len(summary.records)} cells FAILED (see their runs' error.txt)", file=sys.stderr)
@@ -77,9 +84,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from benchmark.data.check import ensure_data
     from benchmark.suite import expand, load_suite
 
     suite = load_suite(args.suite)
+    ensure_data(suite, args.suite, args.data_root)
     print(f"{args.suite}: valid suite '{suite.name}', {len(expand(suite))} cells")
     return 0
 
@@ -105,17 +114,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from benchmark.tracking import default_tracking_uri
+    from benchmark.ui import serve
 
     uri = default_tracking_uri(args.tracking_uri)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    print(f"starting the MLflow UI on http://{args.host}:{args.port} over {uri} ...", flush=True)
+    return serve(uri, args.host, args.port)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from benchmark.data import data_root
+    from benchmark.data import torchvision_sets as tv
+
+    root = data_root(args.data_root)
+    unknown = [n for n in args.names if n not in tv.TORCHVISION_SETS]
+    if unknown:
+        raise BenchmarkError(f"data download {' '.join(unknown)}: not a torchvision dataset; known: "
+                             f"{', '.join(tv.TORCHVISION_SETS)}")
+    for name in args.names:
+        if not tv.missing_files(name, root):
+            print(f"{name}: already in {root}")
+            continue
+        print(f"{name}: downloading into {root}")
+        tv.download(name, root)
+    return 0
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -136,14 +158,15 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmark",
+        prog=COMMAND,
         description="Benchmark of poisoning attacks against robust (adversarially trained) features.",
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
-    p = sub.add_parser("validate", help="check a suite file without running it")
+    p = sub.add_parser("validate", help="check a suite file and that its data is there, without running it")
     p.add_argument("suite")
+    p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
     p = sub.add_parser("list", help="list attacks, defenses, datasets, backbones and heads with their parameters")
     p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head"))
     p = sub.add_parser("report", help="tables and plots from the MLflow runs of a suite")
@@ -155,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
+    p = sub.add_parser("data", help="download torchvision datasets (MNIST, SVHN, CIFAR-10/100) into the data root")
+    p.add_argument("action", choices=("download",))
+    p.add_argument("names", nargs="+", metavar="NAME", help="mnist, svhn, cifar10 or cifar100")
+    p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
     p = sub.add_parser("cache", help="list or clear cached backbones and features")
     p.add_argument("action", choices=("list", "clear"))
     p.add_argument("--kind", choices=("backbone", "features"), help="with clear: only this kind")
@@ -168,19 +195,14 @@ COMMANDS = {
     "list": _cmd_list,
     "report": _cmd_report,
     "ui": _cmd_ui,
+    "data": _cmd_data,
     "cache": _cmd_cache,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    _configure_logging(quiet=getattr(args, "quiet", False))
     try:
         return COMMANDS[args.command](args)
     except BenchmarkError as err:
@@ -189,6 +211,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Our INFO lines (warnings only under --quiet) through tqdm's writer; other libraries' INFO lines never."""
+    from benchmark.progress import TqdmLogHandler
+
+    level = logging.WARNING if quiet else logging.INFO
+    handler = TqdmLogHandler(sys.stderr)
+    handler.setLevel(level)  # a logger set to INFO further down (a cell's log capture) must not get past --quiet
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, TqdmLogHandler)]:  # main() called again in one process
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # MLflow configures its own loggers when imported (after this): its level comes from this variable
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Progress bars that switch off with --quiet or when output is not a terminal."""
+"""Progress bars that switch off with --quiet or when output is not a terminal, and a log handler that writes
+above them (through tqdm's writer), so that no log line is glued to a half-drawn bar."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -30,3 +32,18 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, le
         yield from iterable
         return
     yield from tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True)
+
+
+def echo(line: str) -> None:
+    """Print a line to stdout above any progress bar (tqdm clears bars on stdout and stderr alike)."""
+    tqdm.write(line, file=sys.stdout)
+
+
+class TqdmLogHandler(logging.StreamHandler):
+    """Log records written with ``tqdm.write``: the bars are cleared, the line printed, the bars redrawn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)

@@ -10,6 +10,7 @@ from pathlib import Path
 from benchmark.cell import Record, RunOptions
 from benchmark.errors import BenchmarkError
 from benchmark.executors import make_executor
+from benchmark.preflight import preflight
 from benchmark.suite import Cell, expand, load_suite, parse_only
 from benchmark.tracking import Tracker
 
@@ -51,13 +52,16 @@ def run_suite(
     data_root: str | None = None,
     progress: bool = False,
     echo=print,
+    download: bool = False,
+    yes: bool = False,
 ) -> RunSummary:
     suite_path = Path(suite_path)
     suite = load_suite(suite_path)
     cells = expand(suite, parse_only(only))
+    preflight(suite, cells, str(suite_path), device, data_root, download=download, yes=yes)  # before any run exists
     dev = resolve_device(device or suite.device)
     tracker = Tracker(tracking_uri)
-    exp = tracker.experiment_id(suite.name)
+    exp = tracker.experiment_id(suite.name, suite.description)
     parent, resumed = tracker.start_parent(
         suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor}, resume
     )

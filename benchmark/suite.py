@@ -150,8 +150,9 @@ class Cell(Strict):
         return self.seed if axis == "seed" else self.tags()[axis]
 
     def title(self) -> str:
+        """The run name: what differs between a suite's cells first (MLflow's table cuts long names)."""
         t = self.tags()
-        return f"{t['dataset']}/{t['backbone']}/{t['defense']}/{t['attack']}/seed{t['seed']}"
+        return f"{t['defense']} · {t['attack']} · s{t['seed']} · {t['dataset']}/{t['backbone']}"
 
     def flat_params(self) -> dict[str, Any]:
         """Every resolved hyper-parameter as a flat ``section.key`` mapping, for MLflow params."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmark.errors import BenchmarkError
+from benchmark.headline import NOTE_TAG, headline, rounded
 
 T = TypeVar("T")
 
@@ -29,6 +30,14 @@ ROLE = "benchmark.role"
 CELL_KEY = "benchmark.cell_key"
 SUITE = "benchmark.suite"
 PARENT = "mlflow.parentRunId"
+# MLflow 3 opens an experiment by its kind; without this tag it may guess "GenAI" and show an empty traces page.
+# Accepted values (MLflow 3.x UI): custom_model_development, genai_development, finetuning, forecasting, ...
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# A view of the runs table stored on the experiment (MLflow's "shared view"): cells only, flat, with the headline
+# metrics as columns, most damaged first. `benchmark ui` prints the link that opens it (?viewStateShareKey=...).
+VIEW_KEY = "benchmark"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+HEADLINE_COLUMNS = ("poisoned_accuracy", "clean_accuracy", "accuracy_drop", "attack_success_rate", "robust_accuracy")
 
 
 def default_tracking_uri(explicit: str | None = None) -> str:
@@ -170,18 +179,24 @@ class Tracker:
         self.artifact_root = local / "artifacts" if local is not None else None
 
     # experiments and parents
-    def experiment_id(self, suite_name: str) -> str:
+    def experiment_id(self, suite_name: str, description: str | None = None) -> str:
+        """The suite's experiment, created as a model-training experiment; ``description`` becomes its note."""
         exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
-        if exp is not None:
-            return exp.experiment_id
-        location = (self.artifact_root / suite_name).resolve().as_uri() if self.artifact_root else None
-        try:
-            return _retry(lambda: self.client.create_experiment(suite_name, artifact_location=location))
-        except Exception:  # another process created it first
+        if exp is None:
+            location = (self.artifact_root / suite_name).resolve().as_uri() if self.artifact_root else None
+            try:
+                _retry(lambda: self.client.create_experiment(suite_name, artifact_location=location))
+            except Exception:  # another process created it first
+                if _retry(lambda: self.client.get_experiment_by_name(suite_name)) is None:
+                    raise
             exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
-            if exp is None:
-                raise
-            return exp.experiment_id
+        wanted = {EXPERIMENT_KIND[0]: exp.tags.get(EXPERIMENT_KIND[0], EXPERIMENT_KIND[1]), VIEW_TAG: _cells_view()}
+        if description:
+            wanted[NOTE_TAG] = description.strip()
+        for key, value in wanted.items():
+            if exp.tags.get(key) != value:
+                _retry(lambda k=key, v=value: self.client.set_experiment_tag(exp.experiment_id, k, v))
+        return exp.experiment_id
 
     def latest_parent(self, experiment_id: str) -> str | None:
         runs = _retry(
@@ -195,10 +210,16 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def start_parent(
-        self, suite_name: str, suite_path: Path, device: str, extra: dict[str, Any], resume: bool
+        self,
+        suite_name: str,
+        suite_path: Path,
+        device: str,
+        extra: dict[str, Any],
+        resume: bool,
+        description: str | None = None,
     ) -> tuple[str, bool]:
         """The parent run to log into: the suite's latest one when resuming, else a new one."""
-        exp = self.experiment_id(suite_name)
+        exp = self.experiment_id(suite_name, description)
         if resume:
             parent = self.latest_parent(exp)
             if parent is not None:
@@ -206,7 +227,8 @@ class Tracker:
                 return parent, True
         tags = {ROLE: "parent", SUITE: suite_name, "mlflow.source.git.commit": git_commit()}
         run = _retry(
-            lambda: self.client.create_run(exp, run_name=f"{suite_name} {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags)
+            lambda: self.client.create_run(exp, run_name=f"{suite_name} · {time.strftime('%Y-%m-%d %H:%M')}",
+                                           tags=tags)
         )
         rid = run.info.run_id
         params = {"suite": suite_name, "device": device, "git_commit": tags["mlflow.source.git.commit"]}
@@ -223,7 +245,19 @@ class Tracker:
         now = int(time.time() * 1000)
         metrics = [Metric("cells_failed", failed, now, 0), Metric("cells_total", total, now, 0)]
         _retry(lambda: self.client.log_batch(run_id, metrics=metrics))
+        run = _retry(lambda: self.client.get_run(run_id))
+        _retry(lambda: self.client.set_tag(run_id, NOTE_TAG, self.parent_note(run_id, run.info.experiment_id)))
         _retry(lambda: self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED"))
+
+    def parent_note(self, parent_id: str, experiment_id: str) -> str:
+        """The parent's description: a markdown table of its cells and their headlines, to compare at a glance."""
+        rows = sorted(
+            (r for r in self.children(parent_id, experiment_id) if r.data.tags.get(ROLE) == "cell"),
+            key=lambda r: r.info.run_name or "",
+        )
+        lines = ["| cell | status | headline |", "|---|---|---|"]
+        lines += [f"| {r.info.run_name} | {r.info.status} | {headline(r.data.metrics)} |" for r in rows]
+        return "\n".join(lines)[:4900]
 
     def kill_parent(self, run_id: str) -> None:
         _retry(lambda: self.client.set_terminated(run_id, "KILLED"))
@@ -291,10 +325,12 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items()]
+        metrics = [Metric(k, rounded(v), now, 0) for k, v in record.metrics.items()]
         for name, values in record.curves.items():
-            metrics += [Metric(f"curve.{name}", float(v), now, step) for step, v in enumerate(values)]
+            metrics += [Metric(f"curve.{name}", rounded(v), now, step) for step, v in enumerate(values)]
         tags = [RunTag("benchmark.status", record.status)]
+        note = headline(record.metrics) if record.status == "FINISHED" else f"FAILED: {record.error or 'see error.txt'}"
+        tags.append(RunTag(NOTE_TAG, note[:4900]))
         if record.error:
             tags.append(RunTag("benchmark.error", record.error[:4900]))
         extra_params = record.results  # outcomes that are not numbers; the inputs were logged at the start
@@ -321,6 +357,20 @@ class Tracker:
         for i in range(0, len(items), 90):
             chunk = items[i : i + 90]
             _retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+
+
+def _cells_view() -> str:
+    import json
+
+    return json.dumps(
+        {
+            "selectedColumns": [f"metrics.`{m}`" for m in HEADLINE_COLUMNS],
+            # a filter and a sort other than by start time make MLflow list the children flat, not folded
+            "searchFilter": f"tags.`{ROLE}` = 'cell'",
+            "orderByKey": f"metrics.`{HEADLINE_COLUMNS[0]}`",
+            "orderByAsc": True,
+        }
+    )
 
 
 def _param_str(v: Any) -> str:

@@ -30,7 +30,7 @@ def _db() -> Path:
 
 
 def _cells(suite_name: str) -> dict[str, object]:
-    """Child runs by title (dataset/backbone/defense/attack/seed)."""
+    """Child runs by name (defense · attack · seed · dataset/backbone)."""
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name(suite_name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -135,7 +135,9 @@ def test_unreachable_tracking_uris(tmp_path, smoke_dict, capsys):
 # --- found when a cell runs: that cell FAILS with the reason, the grid goes on ------------------------------------
 
 
-def test_missing_and_corrupt_data_fail_their_cells_only(tmp_path, smoke_dict, capsys):
+def test_corrupt_data_fails_its_cells_only(tmp_path, smoke_dict, capsys):
+    """Missing files stop the run before it starts (tests/data/test_data_check.py); files that are there but
+    damaged show when a cell opens them."""
     good = tmp_path / "good.npz"
     rng = np.random.default_rng(0)
     np.savez(good, x_train=rng.integers(0, 255, (40, 16, 16, 3), dtype=np.uint8), y_train=np.arange(40) % 4,
@@ -144,32 +146,34 @@ def test_missing_and_corrupt_data_fail_their_cells_only(tmp_path, smoke_dict, ca
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"this is not a zip archive" * 10)
-    missing = tmp_path / "nowhere" / "missing.npz"
-    no_folder = tmp_path / "no-such-data-folder"
+    broken_mnist = tmp_path / "broken-mnist"
+    raw = broken_mnist / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00" * 3)  # present, but not IDX files
 
     d = tiny_suite(smoke_dict, "bad", attacks=("none",))
     external = d["datasets"]["synthetic"]["external"]
     d["datasets"].update({
-        "missing": {"external": external, "target": {"name": "npz", "params": {"path": str(missing)}}},
         "truncated": {"external": external, "target": {"name": "npz", "params": {"path": str(truncated)}}},
         "garbage": {"external": external, "target": {"name": "npz", "params": {"path": str(garbage)}}},
-        "mnist": {"external": external, "target": {"name": "mnist", "params": {"root": str(no_folder)}}},
+        "mnist": {"external": external, "target": {"name": "mnist", "params": {"root": str(broken_mnist)}}},
     })
     suite = write_suite(tmp_path, d)
     assert main(["run", str(suite), "--quiet"]) == 1  # some cells failed: not a user error of the whole suite
     captured = capsys.readouterr()
-    assert "4 of 5 cells FAILED" in captured.err
+    assert "3 of 4 cells FAILED" in captured.err
 
     cells = _cells("bad")
-    assert len(cells) == 5
+    assert len(cells) == 4
     by_dataset = {r.data.tags["dataset"]: r for r in cells.values()}
     ok = by_dataset["synthetic"]
     assert ok.info.status == "FINISHED" and all(m in ok.data.metrics for m in METRICS)
     expected = {
-        "missing": [f"npz dataset file {missing} does not exist"],
         "truncated": [f"npz dataset file {truncated}", "not a readable .npz archive"],
         "garbage": [f"npz dataset file {garbage}", "not a readable .npz archive"],
-        "mnist": ["dataset 'mnist' not found in", str(no_folder), "download: true"],
+        "mnist": ["dataset 'mnist'", str(broken_mnist)],
     }
     for name, parts in expected.items():
         run = by_dataset[name]
@@ -180,9 +184,9 @@ def test_missing_and_corrupt_data_fail_their_cells_only(tmp_path, smoke_dict, ca
         for part in parts:
             assert part in error, (name, part, error)
         assert "clean_accuracy" not in run.data.metrics
-        # the console line says the same
+        # the console line says the same, once
         assert f"{run.info.run_name}: FAILED (DataError: " in captured.out
-    assert not no_folder.exists(), "a dataset that is not there must not be downloaded or created"
+        assert (captured.out + captured.err).count(error.removeprefix("DataError: ")) == 1, error
 
 
 def test_full_disk_while_caching_fails_that_cell_only(tmp_path, smoke_dict, monkeypatch, capsys):
@@ -238,7 +242,7 @@ def test_nan_loss_fails_that_cell_with_the_reason(tmp_path, smoke_dict, capsys):
     # the diverged weights were not cached: only the good backbone is there
     assert len(list((Path(os.environ["BENCHMARK_CACHE"]) / "backbone").glob("*.pt"))) == 1
     out = capsys.readouterr().out
-    assert "blowup/none/seed0: FAILED (TrainingDiverged: " in out
+    assert "blowup · none · s0 · synthetic/small_cnn: FAILED (TrainingDiverged: " in out
 
 
 def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, smoke_dict, monkeypatch, caplog):

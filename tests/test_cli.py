@@ -70,7 +70,19 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
     history = client.get_metric_history(lf.info.run_id, "curve.train_loss")
     assert len(history) >= 1 and [m.step for m in history] == list(range(len(history)))
     artifacts = {a.path for a in client.list_artifacts(lf.info.run_id)}
-    assert {"poisons.npz", "budget_check.txt", "cell_log.txt"} <= artifacts
+    assert {"poisons.npz", "budget_check.txt", "cell_log.txt", "label_flips.csv", "label_flips.png"} <= artifacts
+    assert "poison_examples.png" not in artifacts  # label flip changes no image
+    # what the MLflow UI shows first: names that lead with what differs, the headline, the experiment's kind
+    assert lf.info.run_name == "pgd · label_flip · s0 · synthetic/small_cnn"
+    assert lf.data.tags["mlflow.note.content"].startswith("clean ")
+    assert "→ poisoned" in lf.data.tags["mlflow.note.content"]
+    for c in mine:  # rounded to 6 significant digits: no float32 tail such as 0.92500001
+        assert all(v == float(f"{v:.6g}") for v in c.data.metrics.values())
+    exp = client.get_experiment_by_name("smoke")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"].startswith("Naive vs PGD adversarial training")
+    note = parent.data.tags["mlflow.note.content"]  # the parent's description: its cells and their headlines
+    assert "| pgd · label_flip · s0 · synthetic/small_cnn | FINISHED | clean " in note
     # the parent carries the suite file, versions and the commit
     assert "smoke.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.params["version.torch"]
@@ -81,10 +93,12 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
 def test_second_run_reuses_the_cache(smoke_run):
     uri, _, second = smoke_run
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "trained backbone" not in second.stderr
-    assert second.stderr.count("cache hit: backbone") == 4
+    assert second.stderr == "", "--quiet prints only the summary (no log line, no MLflow INFO line)"
     _, parents, children = _runs(uri)
     assert len(parents) == 2 and len(children) == 8
+    latest = max(parents, key=lambda r: r.info.start_time).info.run_id
+    again = [c for c in children if c.data.tags["mlflow.parentRunId"] == latest]
+    assert [c.data.metrics["backbone_cached"] for c in again] == [1.0] * 4
 
 
 def test_second_run_gives_identical_metrics(smoke_run):
@@ -115,7 +129,7 @@ def test_dry_run_prints_grid(capsys):
     assert main(["run", str(ROOT / "suites/smoke.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 cells" in out
-    assert out.count("synthetic/small_cnn/") == 4
+    assert out.count(" · s0 · synthetic/small_cnn\n") == 4
 
 
 @pytest.mark.parametrize("argv", [["run", "--help"], ["validate", "--help"], ["list", "--help"], ["ui", "--help"],

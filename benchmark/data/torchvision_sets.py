@@ -2,7 +2,8 @@
 
 The folder is the ``root`` you would give torchvision itself (so an existing torchvision data folder works as is):
 the dataset's ``root`` parameter, else ``--data-root`` / $BENCHMARK_DATA, else ~/.cache/robust-poison-bench/data.
-Nothing is downloaded unless ``download: true``; a missing dataset is a one-line ``DataError`` naming the folder.
+Nothing is downloaded unless asked (``download: true``, ``run --download`` or ``benchmark data download``);
+``missing_files`` lets a suite be checked before any cell runs, ``download`` fetches with torchvision's progress bar.
 """
 
 from __future__ import annotations
@@ -41,6 +42,37 @@ def _expected(root: Path, name: str) -> Path:
     return root / layout if name != "svhn" else root
 
 
+TORCHVISION_SETS = tuple(_SETS)
+
+
+def root_of(params: TorchvisionParams, data_root: Path | None) -> Path:
+    """The torchvision root a dataset's params and the data root point at."""
+    return _root(params, data_root)
+
+
+def missing_files(name: str, root: Path) -> list[Path]:
+    """The files torchvision would need under ``root`` for both splits of ``name`` and does not find (their
+    names come from torchvision's own classes; contents are checked when the dataset is opened)."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _SETS[name][0])
+    if name == "mnist":
+        needed = [root / cls.__name__ / "raw" / Path(f).stem for f, _ in cls.resources]
+    elif name == "svhn":
+        needed = [root / cls.split_list[split][1] for split in ("train", "test")]
+    else:
+        names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        needed = [root / cls.base_folder / f for f in names]
+    return [p for p in needed if not p.is_file()]
+
+
+def download(name: str, root: Path) -> None:
+    """Fetch both splits of ``name`` into ``root`` (torchvision shows a progress bar per file)."""
+    params = TorchvisionParams(download=True, root=str(root))
+    for train in (True, False):
+        _open(name, params, None, train=train)
+
+
 def _open(name: str, params: TorchvisionParams, data_root: Path | None, train: bool):
     import torchvision.datasets as tvd
 
@@ -69,7 +101,8 @@ def _open(name: str, params: TorchvisionParams, data_root: Path | None, train: b
         ) from None
     except ImportError as err:  # SVHN needs scipy to read .mat files
         raise DataError(f"dataset '{name}' needs a package that is not installed ({_one_line(err)})") from None
-    except (OSError, ValueError, EOFError) as err:  # network errors (URLError is an OSError), damaged files
+    # network errors (URLError is an OSError), damaged files (torchvision asserts on a malformed MNIST file)
+    except (OSError, ValueError, EOFError, AssertionError) as err:
         action = "download into" if params.download else "read from"
         raise DataError(f"dataset '{name}': could not {action} {root} ({_one_line(err)})") from None
 

@@ -1,4 +1,4 @@
-"""``python -m benchmark report``: tables and figures from a suite's MLflow runs (nothing is re-run).
+"""``uv run python -m benchmark report``: tables and figures from a suite's MLflow runs (nothing is re-run).
 
 source (read MLflow) -> aggregate (over seeds; expected vs missing vs failed) -> tables / plots -> document
 (Markdown) and html (self-contained) -> files in DIR/<suite>/, also logged under ``report/`` of the parent run.
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark import COMMAND
 from benchmark.report.aggregate import Aggregate, SuiteGrid, aggregate
 from benchmark.report.document import Block, Bullets, Heading, Image, Text, to_markdown_document
 from benchmark.report.html import to_html
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         f"{len(result.files) - 2} figures"
     )
     if result.logged:
-        print(f"report: logged under '{ARTIFACT_DIR}/' of parent run {result.parent_id} (`python -m benchmark ui`)")
+        print(f"report: logged under '{ARTIFACT_DIR}/' of parent run {result.parent_id} (`{COMMAND} ui`)")
     return 0
 
 

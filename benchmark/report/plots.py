@@ -1,8 +1,11 @@
 """The report's figures (matplotlib, Agg backend), each returned as PNG bytes; one panel per (dataset, backbone).
 
-- heat map of poisoned accuracy, defense x attack;
+- heat map of poisoned accuracy, defense x attack, its colours spread over the values' own range (one colour scale
+  for all panels) so that cells a few points apart look different;
 - clean vs poisoned accuracy bars, with 95% interval error bars;
 - success rates of targeted attacks, with 95% interval error bars (Wilson's over trials for a single seed).
+
+Legends sit above the panels, outside every axes, so that they never hide a bar.
 """
 
 from __future__ import annotations
@@ -76,14 +79,40 @@ def _err(stats: list[Stat | None], scale: float = 100.0) -> tuple[list[float], l
     return means, [lo, hi]
 
 
+MIN_COLOUR_SPAN = 1.0  # percentage points: values closer than this are not stretched over the whole colour map
+
+
+def colour_range(values: list[float]) -> tuple[float, float]:
+    """(vmin, vmax) of a heat map: the finite values' range, widened symmetrically to at least MIN_COLOUR_SPAN."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return 0.0, 100.0
+    lo, hi = min(finite), max(finite)
+    pad = max(0.0, MIN_COLOUR_SPAN - (hi - lo)) / 2
+    return lo - pad, hi + pad
+
+
+def _legend_above(fig: Any, axes: list[Any]) -> None:
+    """One legend for the figure, above the panels (labels gathered from every panel, each once)."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(
+            list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+            ncol=min(len(entries), 6), fontsize=7, frameon=False,
+        )  # fmt: skip
+
+
 def heatmap(agg: Aggregate) -> Figure | None:
     groups = [g for g in agg.groups.values() if "poisoned_accuracy" in g.stats]
     if not groups:
         return None
     panels = _panels(agg, groups)
     fig, axes = _axes(len(panels), 4.8, 3.6)
-    image = None
-    for ax, (ds, bb) in zip(axes, panels, strict=True):
+    tables = []
+    for ds, bb in panels:
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
         defenses = _in_order(agg, "defense", {g.label("defense") for g in mine})
         attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
@@ -92,16 +121,21 @@ def heatmap(agg: Aggregate) -> Figure | None:
             values[defenses.index(g.label("defense"))][attacks.index(g.label("attack"))] = (
                 100 * g.stats["poisoned_accuracy"].mean
             )
-        image = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        tables.append((defenses, attacks, values))
+    vmin, vmax = colour_range([v for _, _, values in tables for row in values for v in row])
+    image = None
+    for ax, (ds, bb), (defenses, attacks, values) in zip(axes, panels, tables, strict=True):
+        image = ax.imshow(values, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
         for i, row in enumerate(values):
             for j, v in enumerate(row):
                 if not math.isnan(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="white" if v < 60 else "black")
+                    dark = (v - vmin) / (vmax - vmin) < 0.6  # viridis is dark at its low end
+                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if dark else "black")
         ax.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right")
         ax.set_yticks(range(len(defenses)), defenses)
         ax.set_title(f"{ds} / {bb}")
     if image is not None:
-        fig.colorbar(image, ax=axes, label="poisoned accuracy (%)", shrink=0.8)
+        fig.colorbar(image, ax=axes, label=f"poisoned accuracy (%), {vmin:.1f} to {vmax:.1f}", shrink=0.8)
     fig.suptitle("Poisoned accuracy (%), mean over seeds", y=1.03)
     return Figure("heatmap_poisoned_accuracy.png", "Poisoned accuracy: defense x attack", _png(fig))
 
@@ -124,8 +158,8 @@ def accuracy_bars(agg: Aggregate) -> Figure | None:
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{ds} / {bb}")
-        ax.legend(fontsize=7)
-    fig.suptitle("Clean vs poisoned accuracy (95% interval over seeds)", y=1.03)
+    _legend_above(fig, axes)
+    fig.suptitle("Clean vs poisoned accuracy (95% interval over seeds)", y=1.12)
     return Figure("accuracy_clean_vs_poisoned.png", "Clean vs poisoned accuracy", _png(fig))
 
 
@@ -150,8 +184,8 @@ def success_rates(agg: Aggregate) -> Figure | None:
         ax.set_ylim(0, 100)
         ax.set_ylabel("success rate (%)")
         ax.set_title(f"{ds} / {bb}")
-        ax.legend(fontsize=7)
-    fig.suptitle("Targeted attacks: success rate (95% interval)", y=1.03)
+    _legend_above(fig, axes)
+    fig.suptitle("Targeted attacks: success rate (95% interval)", y=1.12)
     return Figure("success_rates.png", "Targeted attacks: success rates", _png(fig))
 
 

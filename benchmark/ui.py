@@ -1,0 +1,130 @@
+"""``benchmark ui``: the MLflow server over the project's store, in its own process group, stopped as a whole.
+
+The server runs in a new session so that a signal sent to ``benchmark ui`` (SIGTERM from a supervisor, Ctrl-C
+from the terminal) is handled here, once, and forwarded to the server's whole group: its uvicorn workers included,
+which a plain ``subprocess.call`` left serving. One worker, because each one imports MLflow's server on start
+(seconds per worker on a small machine) and a local UI has a single user; and without MLflow's job executor (six
+huey consumer processes for its GenAI judges, which this benchmark does not use, that slowed the start).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+from benchmark import COMMAND
+
+STOP_GRACE_SECONDS = 10.0  # SIGTERM to the group, then SIGKILL for whatever is left
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: leave the wait and stop the server group."""
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also when stdout is a pipe: a supervisor waits for the links
+
+
+def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = _say) -> int:
+    """Run the MLflow UI until it exits or this process is told to stop; returns its exit code (0 when stopped)."""
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    proc = subprocess.Popen(server_command(uri, host, port), start_new_session=True, env=env)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    url = f"http://{host}:{port}"
+    try:
+        started = time.monotonic()
+        if _wait_ready(proc, url):
+            echo(f"MLflow UI ready on {url} over {uri} in {time.monotonic() - started:.1f} s (Ctrl-C to stop)")
+            for line in suite_links(uri, url):
+                echo(line)
+        return proc.wait()
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        # a second Ctrl-C or SIGTERM while the group stops must not leave it half stopped
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            stop_group(proc)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+
+
+def suite_links(uri: str, url: str) -> list[str]:
+    """One line per suite experiment: the link that opens its cells with their headline metrics."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.tracking import VIEW_TAG
+
+    try:
+        experiments = MlflowClient(tracking_uri=uri).search_experiments()
+    except Exception:  # the store is read by the server too; links are a convenience
+        return []
+    return [
+        f"  {e.name}: {experiment_link(url, e.experiment_id)}"
+        for e in sorted(experiments, key=lambda e: e.name)
+        if VIEW_TAG in e.tags
+    ] or [f"  no suite has runs in {uri} yet: `{COMMAND} run suites/smoke.yaml` makes some"]
+
+
+def experiment_link(url: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's model-training mode, with the benchmark's view of the cells."""
+    from benchmark.tracking import VIEW_KEY
+
+    return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0) -> bool:
+    """Poll the server's health endpoint until it answers; False if the server exited or never answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after a grace period; waits for the server itself."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            proc.poll()  # reap the leader so that it does not linger as a zombie member of the group
+            time.sleep(0.1)
+        if not _group_alive(proc.pid):
+            break
+    if proc.poll() is None:
+        proc.wait(timeout=5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
