@@ -26,9 +26,10 @@ from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
 from benchmark.metrics import accuracy, wilson_interval
 from benchmark.models import MODELS_VERSION, build_backbone, feature_extractor
+from benchmark.outcomes import outcome_artifacts
 from benchmark.refit import RowEdit, refit_heads
 from benchmark.registry import REGISTRY
-from benchmark.suite import Cell
+from benchmark.suite import Cell, sweep_metric
 from benchmark.training import evaluate_accuracy, robust_accuracy, train_backbone
 
 log = logging.getLogger(__name__)
@@ -256,11 +257,10 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     accs = [accuracy(h.predict(f_te), y_te) for h in heads]
     m["poisoned_accuracy"] = float(np.mean(accs))
     m["accuracy_drop"] = m["clean_accuracy"] - m["poisoned_accuracy"]
+    outcomes, successes = outcome_artifacts(result, clean_head, heads, edits, f_tr, f_te, y_te)
+    rec.artifacts.update(outcomes)  # per-target and per-test-image outcomes, for the report's paired tests
     if result.targeted:
-        wins = 0
-        for head, trial in zip(heads, result.trials, strict=True):
-            pred = int(head.predict(f_te[trial.target_index : trial.target_index + 1])[0])
-            wins += int(pred == trial.adversarial_label)
+        wins = sum(successes)
         n = len(result.trials)
         lo, hi = wilson_interval(wins, n)
         m["attack_success_rate"] = wins / n if n else float("nan")
@@ -274,9 +274,12 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     rec.params["robust_eps_used"] = eps
     n = min(cell.evaluation.robust_samples, len(y_te))
     model = HeadOnFeatures(extractor, clean_head).to(device).eval()
-    m["robust_accuracy"] = robust_accuracy(
-        model, x_te[:n], clean_head.index_of(y_te[:n]), eps=eps, steps=cell.evaluation.robust_steps, device=device
-    )
+    evals = {"robust_accuracy": eps}
+    evals.update({sweep_metric("robust_accuracy", "robust_eps", v): v for v in cell.evaluation.sweep.get("robust_eps", [])})
+    for name, e in evals.items():
+        m[name] = robust_accuracy(
+            model, x_te[:n], clean_head.index_of(y_te[:n]), eps=e, steps=cell.evaluation.robust_steps, device=device
+        )
 
     rec.artifacts.update(_poison_artifacts(x_tr, result))
     rec.artifacts["budget_check.txt"] = (report.line() + "\n").encode()
