@@ -133,8 +133,8 @@ class Suite(Strict):
         return {
             "dataset": list(self.datasets),
             "backbone": list(self.backbones),
-            "defense": list(sweep_section(self.defenses)),
-            "attack": list(sweep_section(self.attacks)),
+            "defense": list(sweep_section(self.defenses, "defenses")),
+            "attack": list(sweep_section(self.attacks, "attacks")),
             "seed": list(self.seeds),
         }
 
@@ -160,7 +160,7 @@ def _value_text(v: Any) -> str:
     return format(v, "g") if isinstance(v, float) else str(v)
 
 
-def sweep_variants(label: str, spec: ComponentSpec) -> list[Variant]:
+def sweep_variants(label: str, spec: ComponentSpec, section: str = "") -> list[Variant]:
     """The cartesian product of ``spec.sweep`` (parameters in sorted order), each merged into ``spec.params``.
 
     Raises ValueError naming the key for an empty list or a parameter set both in ``params`` and in ``sweep``;
@@ -169,11 +169,12 @@ def sweep_variants(label: str, spec: ComponentSpec) -> list[Variant]:
     if not spec.sweep:
         return [Variant(label=label, base=label, spec=ComponentSpec(name=name, params=spec.params))]
     keys = sorted(spec.sweep)
+    where = f"{section}.{label}" if section else label
     for key in keys:
         if not spec.sweep[key]:
-            raise ValueError(f"{label}.sweep.{key}: list at least one value")
+            raise ValueError(f"{where}.sweep.{key}: list at least one value")
         if key in spec.params:
-            raise ValueError(f"{label}.sweep.{key}: also set in {label}.params; give it in one place")
+            raise ValueError(f"{where}.sweep.{key}: also set in {label}.params; give it in one place")
     out = []
     for values in itertools.product(*(spec.sweep[k] for k in keys)):
         swept = dict(zip(keys, values, strict=True))
@@ -184,9 +185,9 @@ def sweep_variants(label: str, spec: ComponentSpec) -> list[Variant]:
     return out
 
 
-def sweep_section(section: dict[str, ComponentSpec]) -> dict[str, Variant]:
+def sweep_section(section: dict[str, ComponentSpec], name: str = "") -> dict[str, Variant]:
     """A ``defenses:`` or ``attacks:`` section with every sweep expanded, keyed by variant label, in order."""
-    return {v.label: v for label, spec in section.items() for v in sweep_variants(label, spec)}
+    return {v.label: v for label, spec in section.items() for v in sweep_variants(label, spec, name)}
 
 
 def sweep_lines(suite: Suite) -> list[str]:
@@ -359,9 +360,9 @@ def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
     for kind, section in (("defense", "defenses"), ("attack", "attacks")):
         for label, spec in getattr(suite, section).items():
             try:
-                variants = sweep_variants(label, spec)
+                variants = sweep_variants(label, spec, section)
             except ValueError as err:
-                raise ParamError(f"{section}.{err}") from None
+                raise ParamError(str(err)) from None
             for v in variants:
                 try:
                     out[kind][v.label] = _resolve(kind, section, v.label, v.spec)

@@ -103,12 +103,12 @@ def n_to_decide(value: float, se: float, n: int, alpha: float = ALPHA, power: fl
     """Units needed for a test at level ``alpha`` to have ``power`` if the observed effect is the true one and the
     standard error shrinks as 1/sqrt(n): n * ((z_{1-alpha/2} + z_power) * se / distance)^2, the distance being
     from the estimate to 0 (``margin`` 0) or to the nearer margin of an equivalence claim. inf when the distance
-    is 0; nan without a standard error."""
-    if not (se > 0) or n <= 0:
-        return math.nan
+    is 0 (no effect observed); nan without a standard error."""
     distance = abs(abs(value) - margin) if margin else abs(value)
     if distance == 0:
         return math.inf
+    if not (se > 0) or n <= 0:
+        return math.nan
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return math.ceil(n * (z * se / distance) ** 2)
 
