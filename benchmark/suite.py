@@ -46,8 +46,8 @@ class EvaluationSpec(Strict):
     robust_eps: float | None = Field(None, ge=0.0, le=1.0)
     robust_steps: int = Field(10, ge=1)
     robust_samples: int = Field(500, ge=1)  # test images attacked for robust accuracy
-    # robust accuracy at each of these eps too, in every cell: one metric per value (``sweep_metric``); the grid
-    # does not grow, because the evaluation does not change what the attack or the heads see
+    # robust accuracy at each of these eps too, in the no-attack cells (attack ``none``: the features and the clean
+    # head on the full task): one metric per value (``sweep_metric``); the grid does not grow
     sweep: dict[Literal["robust_eps"], list[float]] = Field(default_factory=dict)
 
     @field_validator("sweep")
@@ -199,7 +199,7 @@ def sweep_lines(suite: Suite) -> list[str]:
                 values = " x ".join(f"{k} {spec.sweep[k]}" for k in sorted(spec.sweep))
                 out.append(f"sweep {section}.{label}: {values} -> {len(sweep_variants(label, spec))} variants")
     for key, values in suite.evaluation.sweep.items():
-        out.append(f"sweep evaluation.{key}: {values} -> one metric per value in every cell (the grid does not grow)")
+        out.append(f"sweep evaluation.{key}: {values} -> one metric per value in the no-attack cells (the grid does not grow)")
     return out
 
 
