@@ -136,14 +136,14 @@ def break_table(agg: Aggregate, fams: list[Family]) -> Table:
             lo = crossing(xs, [p.stat.high for p in pts], BREAK_LEVEL)
             hi = crossing(xs, [p.stat.low for p in pts], BREAK_LEVEL)
             curve = ", ".join(f"{p.x:g}: {100 * p.stat.mean:.0f}%" for p in pts)
-            rows.append([ds, bb, fam.attack, defense, fam.param, _fmt_x(*est), f"[{_fmt_x(*lo)}, {_fmt_x(*hi)}]",
-                         curve])
+            rows.append([f"{ds}/{bb}", fam.attack, defense, fam.param, _fmt_x(*est),
+                         f"[{_fmt_x(*lo)}, {_fmt_x(*hi)}]", curve])
     note = (
         "Budget to break: the swept value at which the success rate first reaches 50%, interpolated linearly in log "
         "budget between swept points; interval: where the upper (lower end) and lower (upper end) 95% Wilson bands "
         "reach 50%. '> x': not reached within the sweep; '≤ x': reached at the smallest value swept."
     )
-    header = ["dataset", "backbone", "attack", "defense", "budget", "to break", "95% interval", "success by budget"]
+    header = ["dataset/backbone", "attack", "defense", "budget", "to break", "95% interval", "success by budget"]
     return Table("Budget to break (50% success)", header, rows, note=note, anchor="budget-to-break")
 
 

@@ -138,9 +138,9 @@ def pairwise_table(comparisons: list[Comparison]) -> Table:
         dataset, backbone, _, attack = c.key
         what = "success rate" if c.kind == "success" else "accuracy drop"
         counts = f"{c.discordant[0]} vs {c.discordant[1]}" if c.discordant else ""
-        rows.append([dataset, backbone, attack, f"{c.a} − {c.b}", what, fmt_effect(c.est),
+        rows.append([f"{dataset}/{backbone}", attack, f"{c.a} − {c.b}", what, fmt_effect(c.est),
                      f"{c.est.n} {UNIT_NAMES[c.kind]}", c.test, counts, fmt_p(c.p), fmt_p(c.p_adj)])
-    header = ["dataset", "backbone", "attack", "defenses", "effect on", "A − B (pts) [95% CI]", "n", "test",
+    header = ["dataset/backbone", "attack", "defenses A − B", "effect on", "A − B (pts) [95% CI]", "n", "test",
               "discordant (A only vs B only)", "p", "p (Holm)"]
     note = (
         "Paired: the same targets (McNemar) or test images (bootstrap) in both cells, seed by seed. Effect: "
