@@ -276,7 +276,8 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     model = HeadOnFeatures(extractor, clean_head).to(device).eval()
     evals = {"robust_accuracy": eps}
     if cell.attack.name == "none":  # the eps curve belongs to the features and the clean head: measured once
-        evals.update({sweep_metric("robust_accuracy", "robust_eps", v): v for v in cell.evaluation.sweep.get("robust_eps", [])})
+        swept = cell.evaluation.sweep.get("robust_eps", [])
+        evals.update({sweep_metric("robust_accuracy", "robust_eps", v): v for v in swept})
     for name, e in evals.items():
         m[name] = robust_accuracy(
             model, x_te[:n], clean_head.index_of(y_te[:n]), eps=e, steps=cell.evaluation.robust_steps, device=device

@@ -199,7 +199,8 @@ def sweep_lines(suite: Suite) -> list[str]:
                 values = " x ".join(f"{k} {spec.sweep[k]}" for k in sorted(spec.sweep))
                 out.append(f"sweep {section}.{label}: {values} -> {len(sweep_variants(label, spec))} variants")
     for key, values in suite.evaluation.sweep.items():
-        out.append(f"sweep evaluation.{key}: {values} -> one metric per value in the no-attack cells (the grid does not grow)")
+        out.append(f"sweep evaluation.{key}: {values} -> one metric per value in the no-attack cells "
+                   "(the grid does not grow)")
     return out
 
 

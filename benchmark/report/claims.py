@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from benchmark.report.aggregate import Aggregate, Group
 from benchmark.report.outcomes import Outcome
-from benchmark.report.paired import UNIT_NAMES, Comparison, adjust, fmt_effect, fmt_p, per_unit, _seed_pairs
+from benchmark.report.paired import UNIT_NAMES, Comparison, adjust, fmt_effect, fmt_p, per_unit, seed_pairs
 from benchmark.report.stats import ALPHA, bootstrap_mean, equivalence_p, mcnemar_exact, n_to_decide
 from benchmark.report.tables import Table
 
@@ -67,7 +67,7 @@ def _pairs(claim: str, present: list[tuple[str, Group]]) -> list[tuple[Group, Gr
 
 def _compare(claim: str, ga: Group, gb: Group, outcomes: dict[str, Outcome]) -> Comparison | None:
     _, kind, _, _ = CLAIMS[claim]
-    pairs = _seed_pairs(ga, gb, outcomes)
+    pairs = seed_pairs(ga, gb, outcomes)
     d = per_unit(kind, pairs)
     if len(d) == 0:
         return None

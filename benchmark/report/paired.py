@@ -50,7 +50,7 @@ class Comparison:
         return TESTS[self.kind]
 
 
-def _seed_pairs(ga: Group, gb: Group, outcomes: dict[str, Outcome]) -> list[tuple[Outcome, Outcome]]:
+def seed_pairs(ga: Group, gb: Group, outcomes: dict[str, Outcome]) -> list[tuple[Outcome, Outcome]]:
     """The two groups' outcomes seed by seed, where both seeds have them and the tasks have the same images."""
     by_seed = {r.seed: outcomes.get(r.run_id) for r in gb.runs}
     out = []
@@ -87,7 +87,7 @@ def compare(kind: str, ga: Group, gb: Group, outcomes: dict[str, Outcome]) -> Co
             return None
         est = bootstrap_mean(np.array(d))
         return Comparison(kind, ga.key, ga.label("defense"), gb.label("defense"), est, est.p)
-    d = per_unit(kind, _seed_pairs(ga, gb, outcomes))
+    d = per_unit(kind, seed_pairs(ga, gb, outcomes))
     if len(d) == 0:
         return None
     est = bootstrap_mean(d)
