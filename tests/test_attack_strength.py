@@ -6,6 +6,7 @@ test images of digit 9 the clean head gets right), the same bases (the nearest d
 same budget (25 poisons, eps 0.1), a Bullseye Polytope that succeeds significantly less often than Poison Frog's
 collision (exact McNemar on the per-target outcomes of ``per_target.csv``, p < 0.05) has been weakened: that is
 the failure this test catches (ART 1.20's own ``poison()``, which ignores the target, would be caught).
+Measured (seed 0, 2 shared CPU cores): feature collision 9/10, Bullseye Polytope 9/10 (one target each only).
 """
 
 from __future__ import annotations
