@@ -29,9 +29,10 @@ from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
 from benchmark.metrics import accuracy, wilson_interval
 from benchmark.models import Backbone, build_backbone, extract_features, feature_extractor
+from benchmark.outcomes import outcome_artifacts
 from benchmark.refit import RowEdit, refit_heads
 from benchmark.registry import REGISTRY
-from benchmark.suite import Cell
+from benchmark.suite import Cell, sweep_metric
 from benchmark.training import evaluate_accuracy, robust_accuracy, train_backbone
 from benchmark.versions import BACKBONE_STAGES, FEATURE_STAGES, versions
 
@@ -184,9 +185,11 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed)
     m.update(attacked)
     rec.results["budget_check"] = "passed"
-    heads, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
+    heads, edits, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
     m.update(refit)
-    m.update(outcome_stage(task, result, heads, m["clean_accuracy"]))
+    outcome, outcome_files = outcome_stage(task, result, clean_head, m["clean_accuracy"], heads, edits)
+    m.update(outcome)
+    rec.artifacts.update(outcome_files)
     rec.results["robust_eps_used"] = eps = _robust_eps(cell, attack)
     m.update(robust_stage(cell, task, extractor, clean_head, eps, device))
 
@@ -327,7 +330,7 @@ def poisoned_heads_stage(
     extractor: torch.nn.Module,
     clean_head: LinearHead,
     device: torch.device,
-) -> tuple[list[LinearHead], Metrics]:
+) -> tuple[list[LinearHead], list[RowEdit], Metrics]:
     """One head per trial, refitted on the clean set with that trial's rows replaced (all trials together)."""
     t0 = time.perf_counter()
     sizes = [len(trial.indices) for trial in result.trials]
@@ -345,24 +348,33 @@ def poisoned_heads_stage(
     heads = refit_heads(
         task.f_train, task.y_train, edits, cell.head.name, cell.head.params, device=device, init=clean_head
     )
-    return heads, {"refit_seconds": time.perf_counter() - t0}
+    return heads, edits, {"refit_seconds": time.perf_counter() - t0}
 
 
-def outcome_stage(task: Task, result: PoisonResult, heads: list[LinearHead], clean_accuracy: float) -> Metrics:
-    """Poisoned accuracy (mean over trials) and, for targeted attacks, the success rate with its interval."""
+def outcome_stage(
+    task: Task,
+    result: PoisonResult,
+    clean_head: LinearHead,
+    clean: float,
+    heads: list[LinearHead],
+    edits: list[RowEdit],
+) -> tuple[Metrics, dict[str, bytes]]:
+    """Poisoned accuracy (mean over trials), for targeted attacks the success rate with its interval, and the
+    per-target and per-test-image outcomes the report pairs across cells (artifacts); ``clean``: the clean head's
+    accuracy."""
     poisoned = float(np.mean([accuracy(h.predict(task.f_test), task.y_test) for h in heads]))
-    metrics = {"poisoned_accuracy": poisoned, "accuracy_drop": clean_accuracy - poisoned}
+    metrics = {"poisoned_accuracy": poisoned, "accuracy_drop": clean - poisoned}
+    artifacts, successes = outcome_artifacts(
+        result, clean_head, heads, edits, task.f_train, task.f_test, task.y_test
+    )
     if result.targeted:
-        wins = sum(
-            int(head.predict(task.f_test[t.target_index : t.target_index + 1])[0]) == t.adversarial_label
-            for head, t in zip(heads, result.trials, strict=True)
-        )
+        wins = sum(successes)
         n = len(result.trials)
         lo, hi = wilson_interval(wins, n)
         metrics["attack_success_rate"] = wins / n if n else float("nan")
         metrics["attack_success_ci_low"], metrics["attack_success_ci_high"] = lo, hi
         metrics["attack_successes"] = float(wins)
-    return metrics
+    return metrics, artifacts
 
 
 def _robust_eps(cell: Cell, attack: Attack) -> float:
@@ -379,8 +391,15 @@ def robust_stage(
     n = min(cell.evaluation.robust_samples, len(task.y_test))
     model = HeadOnFeatures(extractor, clean_head).to(device).eval()
     labels = clean_head.index_of(task.y_test[:n])
+    evals = {"robust_accuracy": eps}
+    if cell.attack.name == "none":  # the eps curve belongs to the features and the clean head: measured once
+        swept = cell.evaluation.sweep.get("robust_eps", [])
+        evals.update({sweep_metric("robust_accuracy", "robust_eps", v): v for v in swept})
     steps = cell.evaluation.robust_steps
-    return {"robust_accuracy": robust_accuracy(model, task.x_test[:n], labels, eps=eps, steps=steps, device=device)}
+    return {
+        name: robust_accuracy(model, task.x_test[:n], labels, eps=e, steps=steps, device=device)
+        for name, e in evals.items()
+    }
 
 
 def _meta_of(cell: Cell) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark import progress
     from benchmark.runner import print_table, run_suite
-    from benchmark.suite import expand, load_suite, parse_only
+    from benchmark.suite import expand, load_suite, parse_only, sweep_lines
 
     if args.dry_run:
         suite = load_suite(args.suite)
@@ -49,6 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for cell in cells:
             print(f"{cell.key}  {cell.title()}")
         print(f"{len(cells)} cells")
+        for line in sweep_lines(suite):
+            print(line)
         from benchmark.estimate import estimate_lines
 
         for line in estimate_lines(suite, cells, args.device):

@@ -31,6 +31,8 @@ class Strict(BaseModel):
 class ComponentSpec(Strict):
     name: str | None = None  # registry name; the label when omitted
     params: dict[str, Any] = Field(default_factory=dict)
+    # parameter -> values: one labelled variant per combination (``poison_frog[num_poisons=5]``), see ``sweep_variants``
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
 
 class TaskSpec(Strict):
@@ -43,6 +45,19 @@ class EvaluationSpec(Strict):
     robust_eps: float | None = Field(None, ge=0.0, le=1.0)
     robust_steps: int = Field(10, ge=1)
     robust_samples: int = Field(500, ge=1)  # test images attacked for robust accuracy
+    # robust accuracy at each of these eps too, in the no-attack cells (attack ``none``: the features and the clean
+    # head on the full task): one metric per value (``sweep_metric``); the grid does not grow
+    sweep: dict[Literal["robust_eps"], list[float]] = Field(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _eps_values(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"sweep.{key}: list at least one value")
+            if any(not 0.0 <= x <= 1.0 for x in values):
+                raise ValueError(f"sweep.{key}: every eps must be in [0, 1]")
+        return v
 
 
 class GridSpec(Strict):
@@ -90,12 +105,13 @@ class Suite(Strict):
     @model_validator(mode="after")
     def _check_grid(self) -> Suite:
         labels = self.axis_labels()
+        bases = self.base_labels()
         for i, rule in enumerate(self.grid.exclude):
             for key, value in rule.items():
                 if key not in AXES:
                     raise ValueError(f"grid.exclude.{i}: unknown axis '{key}'; axes are {', '.join(AXES)}")
                 for v in value if isinstance(value, list) else [value]:
-                    if v not in labels[key]:
+                    if v not in labels[key] and v not in bases[key]:
                         raise ValueError(f"grid.exclude.{i}.{key}: '{v}' is not one of {labels[key]}")
         return self
 
@@ -103,10 +119,80 @@ class Suite(Strict):
         return {
             "dataset": list(self.datasets),
             "backbone": list(self.backbones),
-            "defense": list(self.defenses),
-            "attack": list(self.attacks),
+            "defense": list(sweep_section(self.defenses, "defenses")),
+            "attack": list(sweep_section(self.attacks, "attacks")),
             "seed": list(self.seeds),
         }
+
+    def base_labels(self) -> dict[str, list[Any]]:
+        """Labels as written (a swept component once): what exclusion rules and references may name."""
+        return {**self.axis_labels(), "defense": list(self.defenses), "attack": list(self.attacks)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sweeps: a parameter given as a list under ``sweep:`` expands into labelled variants
+
+
+class Variant(Strict):
+    """One variant of a component: its axis label, the label it was written under, and the swept values."""
+
+    label: str  # ``poison_frog[num_poisons=5]``; the written label when nothing is swept
+    base: str  # ``poison_frog``
+    spec: ComponentSpec  # name filled in, sweep values merged into params, no sweep left
+    swept: dict[str, Any] = Field(default_factory=dict)
+
+
+def _value_text(v: Any) -> str:
+    return format(v, "g") if isinstance(v, float) else str(v)
+
+
+def sweep_variants(label: str, spec: ComponentSpec, section: str = "") -> list[Variant]:
+    """The cartesian product of ``spec.sweep`` (parameters in sorted order), each merged into ``spec.params``.
+
+    Raises ValueError naming the key for an empty list or a parameter set both in ``params`` and in ``sweep``;
+    each variant's parameters are then validated against the component's schema like any other."""
+    name = spec.name or label
+    if not spec.sweep:
+        return [Variant(label=label, base=label, spec=ComponentSpec(name=name, params=spec.params))]
+    keys = sorted(spec.sweep)
+    where = f"{section}.{label}" if section else label
+    for key in keys:
+        if not spec.sweep[key]:
+            raise ValueError(f"{where}.sweep.{key}: list at least one value")
+        if key in spec.params:
+            raise ValueError(f"{where}.sweep.{key}: also set in {label}.params; give it in one place")
+    out = []
+    for values in itertools.product(*(spec.sweep[k] for k in keys)):
+        swept = dict(zip(keys, values, strict=True))
+        text = ",".join(f"{k}={_value_text(v)}" for k, v in swept.items())
+        params = {**spec.params, **swept}
+        out.append(Variant(label=f"{label}[{text}]", base=label, spec=ComponentSpec(name=name, params=params),
+                           swept=swept))
+    return out
+
+
+def sweep_section(section: dict[str, ComponentSpec], name: str = "") -> dict[str, Variant]:
+    """A ``defenses:`` or ``attacks:`` section with every sweep expanded, keyed by variant label, in order."""
+    return {v.label: v for label, spec in section.items() for v in sweep_variants(label, spec, name)}
+
+
+def sweep_lines(suite: Suite) -> list[str]:
+    """What ``run --dry-run`` says about the suite's sweeps, one line per swept component."""
+    out = []
+    for section in ("defenses", "attacks"):
+        for label, spec in getattr(suite, section).items():
+            if spec.sweep:
+                values = " x ".join(f"{k} {spec.sweep[k]}" for k in sorted(spec.sweep))
+                out.append(f"sweep {section}.{label}: {values} -> {len(sweep_variants(label, spec))} variants")
+    for key, values in suite.evaluation.sweep.items():
+        out.append(f"sweep evaluation.{key}: {values} -> one metric per value in the no-attack cells "
+                   "(the grid does not grow)")
+    return out
+
+
+def sweep_metric(metric: str, param: str, value: float) -> str:
+    """The MLflow name of a metric measured at one swept evaluation value (``robust_accuracy.robust_eps_0.1``)."""
+    return f"{metric}.{param}_{_value_text(value)}"
 
 
 class Resolved(Strict):
@@ -130,11 +216,13 @@ class Cell(Strict):
     attack: Resolved
     head: Resolved
     evaluation: EvaluationSpec
+    # axis -> (written label, swept parameter values); the variant's label and params already carry them
+    sweeps: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
 
     @property
     def key(self) -> str:
         """Stable key: the resolved configuration plus the version of every stage (``benchmark/versions.py``)."""
-        body = self.model_dump(mode="json", exclude={"suite"})
+        body = self.model_dump(mode="json", exclude={"suite", "sweeps"})
         return stable_hash({"cell": body, "versions": versions()})
 
     def tags(self) -> dict[str, str]:
@@ -144,7 +232,16 @@ class Cell(Strict):
             "defense": self.defense.label,
             "attack": self.attack.label,
             "seed": str(self.seed),
+            **self.sweep_tags(),
         }
+
+    def sweep_tags(self) -> dict[str, str]:
+        """``attack.base: poison_frog``, ``sweep.attack.num_poisons: 5``: for grouping and plotting in the UI."""
+        out = {}
+        for axis, (base, swept) in self.sweeps.items():
+            out[f"{axis}.base"] = base
+            out.update({f"sweep.{axis}.{k}": _value_text(v) for k, v in swept.items()})
+        return out
 
     def axis_value(self, axis: str) -> Any:
         return self.seed if axis == "seed" else self.tags()[axis]
@@ -244,11 +341,28 @@ def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
             _resolve_data(f"datasets.{label}.external", task.external),
             _resolve_data(f"datasets.{label}.target", task.target),
         )
-    for kind, section in (("backbone", "backbones"), ("defense", "defenses"), ("attack", "attacks")):
+    for label, spec in suite.backbones.items():
+        out["backbone"][label] = _resolve("backbone", "backbones", label, spec)
+    for kind, section in (("defense", "defenses"), ("attack", "attacks")):
         for label, spec in getattr(suite, section).items():
-            out[kind][label] = _resolve(kind, section, label, spec)
+            try:
+                variants = sweep_variants(label, spec, section)
+            except ValueError as err:
+                raise ParamError(str(err)) from None
+            for v in variants:
+                try:
+                    out[kind][v.label] = _resolve(kind, section, v.label, v.spec)
+                except ParamError as err:  # name the sweep, not the generated label, when a swept value is bad
+                    raise ParamError(_sweep_path(str(err), section, label, v)) from None
     out["head"] = _resolve("head", "head", suite.head.name or "linear_svc", suite.head)
     return out
+
+
+def _sweep_path(message: str, section: str, label: str, v: Variant) -> str:
+    if not v.swept:
+        return message
+    message = message.replace(f"{section}.{v.label}.params.", f"{section}.{label}.sweep.")
+    return message.replace(f"{section}.{v.label}", f"{section}.{label}.sweep ({v.label})")
 
 
 def parse_only(items: list[str] | None) -> dict[str, list[str]]:
@@ -258,14 +372,17 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
         key, sep, value = item.partition("=")
         if not sep or key not in AXES or not value:
             raise SuiteError(f"--only {item}: expected KEY=VALUE with KEY one of {', '.join(AXES)}")
-        out.setdefault(key, []).extend(v.strip() for v in value.split(","))
+        # commas inside a variant's brackets (``pf[eps=0.1,num_poisons=5]``) do not separate values
+        out.setdefault(key, []).extend(v.strip() for v in re.split(r",(?![^\[]*\])", value))
     return out
 
 
 def _matches(cell: Cell, rule: dict[str, Any]) -> bool:
+    """A rule naming a swept component's written label matches every variant of it."""
     for axis, value in rule.items():
-        values = value if isinstance(value, list) else [value]
-        if str(cell.axis_value(axis)) not in {str(v) for v in values}:
+        values = {str(v) for v in (value if isinstance(value, list) else [value])}
+        base = cell.sweeps.get(axis, ("",))[0]
+        if str(cell.axis_value(axis)) not in values and base not in values:
             return False
     return True
 
@@ -274,9 +391,10 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
     """The cartesian product of the grid, minus ``grid.exclude`` rules, restricted to ``only``."""
     resolved = resolve_components(suite)
     labels = suite.axis_labels()
+    variants = {"defense": sweep_section(suite.defenses), "attack": sweep_section(suite.attacks)}
     if only:
         for axis, values in only.items():
-            known = {str(v) for v in labels[axis]}
+            known = {str(v) for v in labels[axis]} | {str(v) for v in suite.base_labels()[axis]}
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise SuiteError(f"--only {axis}={','.join(unknown)}: not in the suite; known: {sorted(known)}")
@@ -294,6 +412,11 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             attack=resolved["attack"][at],
             head=resolved["head"],
             evaluation=suite.evaluation,
+            sweeps={
+                axis: (variants[axis][label].base, variants[axis][label].swept)
+                for axis, label in (("defense", df), ("attack", at))
+                if variants[axis][label].swept
+            },
         )
         if any(_matches(cell, rule) for rule in suite.grid.exclude):
             continue

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmark import COMMAND
 from benchmark.report.aggregate import Aggregate, SuiteGrid, aggregate
+from benchmark.report.answer import answer_blocks
 from benchmark.report.document import Block, Bullets, Heading, Image, Text, to_markdown_document
 from benchmark.report.html import to_html
 from benchmark.report.plots import figures
@@ -72,14 +73,16 @@ def build_report(
     figdir.mkdir(parents=True, exist_ok=True)
 
     images = [Image(f.title, f"{FIGURES}/{f.name}", f.png) for f in figures(agg)]
+    answer = answer_blocks(rs, agg)  # curves, paired tests, claims
+    curves = [b for b in answer if isinstance(b, Image)]
     gallery = _gallery(rs, agg)
     files = []
-    for img in images + gallery:
+    for img in images + curves + gallery:
         path = outdir / img.path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(img.png)
         files.append(path)
-    blocks = _document(rs, agg, images, gallery)
+    blocks = _document(rs, agg, images, gallery, answer)
     md, html = outdir / "report.md", outdir / "report.html"
     md.write_text(to_markdown_document(blocks))
     html.write_text(to_html(blocks, f"Report: {rs.suite}"))
@@ -122,7 +125,9 @@ def _gallery(rs: RunSet, agg: Aggregate) -> list[Image]:
     return sorted(picked.values(), key=lambda img: img.path)
 
 
-def _document(rs: RunSet, agg: Aggregate, images: list[Image], gallery: list[Image]) -> list[Block]:
+def _document(
+    rs: RunSet, agg: Aggregate, images: list[Image], gallery: list[Image], answer: list[Block]
+) -> list[Block]:
     finished = sum(g.n for g in agg.groups.values())
     expected = sum(agg.expected.values())
     blocks: list[Block] = [
@@ -147,6 +152,7 @@ def _document(rs: RunSet, agg: Aggregate, images: list[Image], gallery: list[Ima
             ),
             *tables,
         ]
+    blocks += answer
     blocks += [Heading("All groups"), full_table(agg)]
     blocks.append(Heading("Failed and missing cells"))
     failed = failed_table(agg)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from benchmark.metrics import mean_ci
 from benchmark.report.source import CellRun
-from benchmark.suite import AXES, ReferenceSpec
+from benchmark.suite import AXES, ComponentSpec, ReferenceSpec, sweep_section
 
 GROUP_AXES = ("dataset", "backbone", "defense", "attack")
 GroupKey = tuple[str, str, str, str]
@@ -75,6 +75,8 @@ class SuiteGrid:
             names[axis] = {
                 str(k): str((v or {}).get("name") or k) if isinstance(v, dict) else str(k) for k, v in entries.items()
             }
+            if axis in ("defense", "attack"):
+                labels[axis], names[axis] = _swept_labels(entries, labels[axis], names[axis])
         labels["seed"] = [str(s) for s in (raw.get("seeds") or [0])]
         grid = raw.get("grid") or {}
         exclude = [r for r in (grid.get("exclude") or []) if isinstance(r, dict)] if isinstance(grid, dict) else []
@@ -100,10 +102,26 @@ class SuiteGrid:
         return self.names.get(axis, {}).get(label, label)
 
 
+def _swept_labels(
+    entries: dict[str, Any], labels: list[str], names: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """Labels and names with sweeps expanded into variants, as ``suite.expand`` does; as written if malformed."""
+    try:
+        variants = sweep_section({str(k): ComponentSpec.model_validate(v or {}) for k, v in entries.items()})
+    except (ValidationError, ValueError):
+        return labels, names
+    return list(variants), {label: v.spec.name or v.base for label, v in variants.items()}
+
+
+def base_label(label: str) -> str:
+    """``poison_frog[num_poisons=5]`` -> ``poison_frog``: the label a swept variant was written under."""
+    return label.split("[", 1)[0]
+
+
 def _rule_matches(values: dict[str, str], rule: dict[str, Any]) -> bool:
     for axis, value in rule.items():
-        allowed = value if isinstance(value, list) else [value]
-        if str(values.get(axis)) not in {str(v) for v in allowed}:
+        allowed = {str(v) for v in (value if isinstance(value, list) else [value])}
+        if str(values.get(axis)) not in allowed and base_label(str(values.get(axis))) not in allowed:
             return False
     return True
 
@@ -111,7 +129,7 @@ def _rule_matches(values: dict[str, str], rule: dict[str, Any]) -> bool:
 def matches(key: GroupKey, match: dict[str, Any]) -> bool:
     """Whether a group is one a reference's ``match`` names (keys other than the group axes are ignored)."""
     values = dict(zip(GROUP_AXES, key, strict=True))
-    return all(str(values[k]) == str(v) for k, v in match.items() if k in values)
+    return all(str(v) in (str(values[k]), base_label(str(values[k]))) for k, v in match.items() if k in values)
 
 
 @dataclass

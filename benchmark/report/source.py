@@ -35,6 +35,7 @@ class CellRun:
     start_time: int
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    sweep: dict[str, str] = field(default_factory=dict)  # ``sweep.attack.num_poisons`` -> "5", ``attack.base`` ...
 
     @property
     def cell(self) -> tuple[str, str, str, str, str]:
@@ -114,6 +115,7 @@ def _cell_run(r: Any) -> CellRun:
         start_time=r.info.start_time or 0,
         metrics={k: v for k, v in r.data.metrics.items() if not k.startswith("curve.")},
         error=tags.get("benchmark.error", ""),
+        sweep={k: v for k, v in tags.items() if k.startswith("sweep.") or k.endswith(".base")},
     )
 
 

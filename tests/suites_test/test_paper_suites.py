@@ -111,8 +111,7 @@ def test_toxic_transfer_grid():
 
 def test_mnist_cpu_grid():
     suite, cells = _cells("mnist-cpu")
-    axes = (suite.datasets, suite.backbones, suite.defenses, suite.attacks, suite.seeds)
-    assert len(cells) == math.prod(len(a) for a in axes) == 12
+    assert len(cells) == math.prod(len(a) for a in suite.axis_labels().values()) == 30  # 3 defenses x 10 attacks
     cell = cells[0]
     assert cell.external.name == cell.target.name == "mnist"  # torchvision: a new user has no npz
     assert set(cell.external.classes).isdisjoint(cell.target.classes)
@@ -120,7 +119,7 @@ def test_mnist_cpu_grid():
 
 
 @pytest.mark.parametrize(
-    "name, count", [("paper", 144), ("paper-code", 24), ("toxic-transfer", 12), ("mnist-cpu", 12)]
+    "name, count", [("paper", 144), ("paper-code", 24), ("toxic-transfer", 12), ("mnist-cpu", 30), ("cifar-cpu", 36)]
 )
 def test_validate_and_dry_run_print_the_count(name, count, capsys):
     suite, cells = _cells(name)
@@ -131,3 +130,12 @@ def test_validate_and_dry_run_print_the_count(name, count, capsys):
     assert cli_main(["run", path, "--dry-run"]) == 0  # the plan needs no data
     out = capsys.readouterr().out
     assert f"\n{count} cells\n" in out and "estimated time:" in out
+
+
+def test_cifar_cpu_grid():
+    suite, cells = _cells("cifar-cpu")
+    assert {c.target.classes and tuple(c.target.classes) for c in cells} == {(0, 1)}  # airplane vs car
+    assert set(cells[0].external.classes).isdisjoint(cells[0].target.classes)
+    swept = {c.attack.label for c in cells if c.sweeps}
+    assert "poison_frog[num_poisons=25]" in swept and "art_bullseye_polytope[num_poisons=25]" in swept
+    assert suite.evaluation.sweep["robust_eps"][-1] == suite.evaluation.robust_eps
