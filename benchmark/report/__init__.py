@@ -127,7 +127,7 @@ def _document(rs: RunSet, agg: Aggregate, images: list[Image], gallery: list[Ima
     blocks: list[Block] = [
         Heading(f"Report: suite {rs.suite}", 1),
         Text(
-            f"Parent run {rs.parent_name} ({rs.parent_id}) in {rs.tracker.uri}; suite file: "
+            f"Parent run {rs.parent_name} ({rs.parent_id}) in {rs.tracker.shown_uri}; suite file: "
             f"{rs.suite_file or 'not found among the parent run artifacts'}. "
             f"{finished} finished cells"
             + (f" of {expected} expected" if expected else "")
