@@ -72,9 +72,9 @@ def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def _store_lock(uri: str | None) -> Iterator[None]:
     """An exclusive lock beside a local sqlite store (a no-op for other stores), held while it is initialised."""
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+    path = uri[len("sqlite:///") :] if uri and uri.startswith("sqlite:///") else None
     if path in (None, "", ":memory:"):
         yield
         return
@@ -136,7 +136,8 @@ def git_commit() -> str:
 
 
 class Tracker:
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, read_only: bool = False) -> None:
+        """``read_only``: only read (``report``): a local store must exist, nothing is created beside it."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -146,12 +147,14 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         local = _local_sqlite_dir(self.uri)
+        if read_only and local is not None and not Path(self.uri[len("sqlite:///") :]).is_file():
+            raise BenchmarkError(f"tracking store {self.shown_uri} does not exist; run a suite first")
         try:
-            if local is not None:
+            if local is not None and not read_only:
                 local.mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(self.uri)
             # opening a new sqlite store creates and migrates it: two runs started at once would both try
-            with _store_lock(self.uri):
+            with _store_lock(None if read_only else self.uri):
                 self.client = MlflowClient(tracking_uri=self.uri)
                 _retry(lambda: self.client.search_experiments(max_results=1))
         except Exception as err:

@@ -65,7 +65,7 @@ def build_report(
     """Read the runs, write report.md, report.html and figures into ``out/<suite>/``, log them to the parent."""
     rs = load_runs(tracking_uri, suite, run_id)
     agg = aggregate(rs.runs, SuiteGrid.from_raw(rs.suite_raw))
-    outdir = Path(out) / rs.suite
+    outdir = Path(out) / (_slug(rs.suite).lstrip(".") or "_")  # an experiment named "../x" stays inside --out
     figdir = outdir / FIGURES
     shutil.rmtree(figdir, ignore_errors=True)  # only our own figures folder: stale gallery images must not linger
     figdir.mkdir(parents=True, exist_ok=True)

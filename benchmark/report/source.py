@@ -62,7 +62,7 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
     """The latest parent run of ``suite`` (or the parent ``run_id``) with its children; BenchmarkError if none."""
     if not suite and not run_id:
         raise BenchmarkError("report: give --suite NAME (its latest run) or --run-id ID (a parent run)")
-    tracker = Tracker(tracking_uri)
+    tracker = Tracker(tracking_uri, read_only=True)
     client = tracker.client
     if run_id:
         parent = _get_run(tracker, run_id)
