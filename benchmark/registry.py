@@ -141,8 +141,8 @@ class Registry:
         module_name, _, attr = path.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ParamError(f"attack path '{path}' cannot be imported: {err}") from None
+        except (Exception, SystemExit) as err:  # a plugin module may raise anything, or exit, while it is imported
+            raise ParamError(f"attack path '{path}' cannot be imported: {type(err).__name__}: {err}") from None
         return self.add_attack_class(cls, name=path)
 
     def add_attack_class(self, cls: Any, name: str | None = None) -> Component:
@@ -151,6 +151,8 @@ class Registry:
 
         if not (isinstance(cls, type) and issubclass(cls, Attack)):
             raise ParamError(f"attack '{name or cls}' is not a subclass of adapters.base.Attack")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+            raise ParamError(f"attack '{name or cls.name}': its Params is not a pydantic model")
         return self.add("attack", name or cls.name, cls.description, cls.Params, cls)
 
 
