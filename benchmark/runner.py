@@ -61,13 +61,6 @@ def run_suite(
     progress: bool = False,
     echo=print,
 ) -> RunSummary:
-    with signals.handled():
-        return _run_suite(suite_path, only, device, tracking_uri, resume, executor, address, cache_dir, data_root,
-                          progress, echo)
-
-
-def _run_suite(suite_path, only, device, tracking_uri, resume, executor, address, cache_dir, data_root, progress,
-               echo) -> RunSummary:
     suite_path = Path(suite_path)
     suite = load_suite(suite_path)
     cells = expand(suite, parse_only(only))
@@ -77,50 +70,23 @@ def _run_suite(suite_path, only, device, tracking_uri, resume, executor, address
     tracker.check_writable(exp)
     res = suite.resources
     ex = make_executor(executor or suite.executor, address=address, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
-    ex.connect()  # an unreachable cluster fails here, before any run exists
-    try:
-        return _run_grid(suite, suite_path, cells, dev, tracker, exp, ex, resume, executor, cache_dir, data_root,
-                         progress, echo)
-    finally:
-        ex.close()
-
-
-def _run_grid(suite, suite_path, cells, dev, tracker, exp, ex, resume, executor, cache_dir, data_root, progress,
-              echo) -> RunSummary:
-    lock = claims.lock_path(tracker.uri, cache_root(cache_dir).resolve())
-    with claims.held(lock):  # two processes starting at once resume one parent, not create two
-        parent, resumed, note = tracker.start_parent(
-            suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor}, resume,
-            suite_hash(suite),
-        )
-    if note:
-        echo(note)
-    if resumed:
-        killed = tracker.mark_orphans(parent, exp)
-        if killed:
-            echo(f"marked {killed} interrupted cell run(s) KILLED")
-    done = tracker.finished_keys(parent, exp)
-    todo = [c for c in cells if c.key not in done]
-    summary = RunSummary(parent, tracker.shown_uri, total=len(cells), skipped=len(cells) - len(todo))
-    echo(
-        f"suite {suite.name}: {len(cells)} cells, {summary.skipped} already finished, {len(todo)} to run "
-        f"on {dev} (parent run {parent}{', resumed' if resumed else ''})"
-    )
-    opts = RunOptions(device=dev, cache_dir=cache_dir, data_root=data_root, progress=progress)
-    grid = _Grid(tracker, lock, parent, exp, summary, len(todo), echo)
-    try:
-        with claims.Heartbeat(tracker.client) as beat:
-            grid.heartbeat = beat
-            grid.run(ex, todo, opts)
-    except KeyboardInterrupt:
-        with signals.shielded():  # a second Ctrl-C must not cut the clean-up short
-            tracker.kill_own_children(parent, exp)
-            tracker.kill_parent(parent)
-        echo("interrupted: the running cell was marked KILLED; run the same command again to resume")
-        raise
-    except StoreFailure as err:
-        raise grid.store_failed(err) from None
-    tracker.end_parent(parent, summary.failed, len(cells))
+    with signals.handled():
+        ex.connect()  # an unreachable cluster fails here, before any run exists
+        try:
+            lock = claims.lock_path(tracker.uri, cache_root(cache_dir).resolve())
+            with claims.held(lock):  # two processes starting at once resume one parent, not create two
+                parent, resumed, note = tracker.start_parent(
+                    suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor},
+                    resume, suite_hash(suite),
+                )
+            grid = _Grid(tracker, lock, parent, exp, echo)
+            if note:
+                echo(note)
+            summary = grid.plan(suite.name, cells, resumed, dev)
+            opts = RunOptions(device=dev, cache_dir=cache_dir, data_root=data_root, progress=progress)
+            grid.run(ex, opts)
+        finally:
+            ex.close()
     return summary
 
 
@@ -135,12 +101,45 @@ class StoreFailure(Exception):
 class _Grid:
     """Claims, runs and records the cells of one invocation; waits for cells that another process holds."""
 
-    def __init__(self, tracker: Tracker, lock: Path, parent: str, exp: str, summary: RunSummary, n: int, echo):
-        self.tracker, self.lock, self.parent, self.exp = tracker, lock, parent, exp
-        self.summary, self.n, self.echo = summary, n, echo
+    def __init__(self, tracker: Tracker, lock: Path, parent: str, exp: str, echo) -> None:
+        self.tracker, self.lock, self.parent, self.exp, self.echo = tracker, lock, parent, exp, echo
         self.started: dict[str, str] = {}
         self.busy: dict[str, Cell] = {}  # held by another process
         self.heartbeat: claims.Heartbeat | None = None
+        self.todo: list[Cell] = []
+        self.summary: RunSummary | None = None
+
+    def plan(self, name: str, cells: list[Cell], resumed: bool, device: str) -> RunSummary:
+        """The cells not yet FINISHED under the parent (orphans of a resumed parent marked KILLED first)."""
+        if resumed:
+            killed = self.tracker.mark_orphans(self.parent, self.exp)
+            if killed:
+                self.echo(f"marked {killed} interrupted cell run(s) KILLED")
+        done = self.tracker.finished_keys(self.parent, self.exp)
+        self.todo = [c for c in cells if c.key not in done]
+        self.summary = RunSummary(self.parent, self.tracker.shown_uri, total=len(cells),
+                                  skipped=len(cells) - len(self.todo))
+        self.echo(
+            f"suite {name}: {len(cells)} cells, {self.summary.skipped} already finished, "
+            f"{len(self.todo)} to run on {device} (parent run {self.parent}{', resumed' if resumed else ''})"
+        )
+        return self.summary
+
+    def run(self, ex, opts: RunOptions) -> None:
+        """Run the plan; Ctrl-C / SIGTERM and store failures close what this process holds."""
+        try:
+            with claims.Heartbeat(self.tracker.client) as beat:
+                self.heartbeat = beat
+                self._run(ex, self.todo, opts)
+        except KeyboardInterrupt:
+            with signals.shielded():  # a second Ctrl-C must not cut the clean-up short
+                self.tracker.kill_own_children(self.parent, self.exp)
+                self.tracker.kill_parent(self.parent)
+            self.echo("interrupted: the running cell was marked KILLED; run the same command again to resume")
+            raise
+        except StoreFailure as err:
+            raise self.store_failed(err) from None
+        self.tracker.end_parent(self.parent, self.summary.failed, self.summary.total)
 
     def on_start(self, cell: Cell) -> bool:
         try:
@@ -171,9 +170,9 @@ class _Grid:
             self.heartbeat.run_ids.discard(run_id)
         self.summary.records.append((cell, record))
         state = "ok" if record.status == "FINISHED" else f"FAILED ({record.error})"
-        self.echo(f"  [{len(self.summary.records)}/{self.n}] {cell.title()}: {state} in {record.seconds:.1f} s")
+        self.echo(f"  [{len(self.summary.records)}/{len(self.todo)}] {cell.title()}: {state} in {record.seconds:.1f} s")
 
-    def run(self, ex, todo: list[Cell], opts: RunOptions) -> None:
+    def _run(self, ex, todo: list[Cell], opts: RunOptions) -> None:
         """Run what can be claimed; then wait for the cells another process holds, and take over any it drops."""
         ex.run(todo, opts, self.on_start, self.on_done)
         while self.busy:
