@@ -16,7 +16,7 @@ from benchmark.errors import BenchmarkError, StoreError
 from benchmark.executors import make_executor
 from benchmark.hashing import stable_hash
 from benchmark.suite import Cell, Suite, expand, load_suite, parse_only
-from benchmark.tracking import Tracker
+from benchmark.tracking import Tracker, redact
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class _Grid:
             "parent_run": self.parent,
             "cell": err.cell.title(),
             "cell_key": err.cell.key,
-            "error": f"{type(err.cause).__name__}: {err.cause}",
+            "error": redact(f"{type(err.cause).__name__}: {err.cause}"),
         }
         if err.record is not None:
             entry.update(status=err.record.status, metrics=err.record.metrics, cell_error=err.record.error)
@@ -212,7 +212,8 @@ class _Grid:
                 self.tracker.set_status(rid, "FAILED")
             except Exception:  # the store is failing: what cannot be closed is marked KILLED by the next run
                 pass
-        first = str(err.cause).strip().splitlines()[0][:300] if str(err.cause).strip() else type(err.cause).__name__
+        text = redact(str(err.cause).strip())
+        first = text.splitlines()[0][:300] if text else type(err.cause).__name__
         return StoreError(
             f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; the parent run "
             f"was closed as FAILED"

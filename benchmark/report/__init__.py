@@ -21,7 +21,7 @@ from benchmark.report.html import to_html
 from benchmark.report.plots import figures
 from benchmark.report.source import RunSet, download, load_runs
 from benchmark.report.tables import failed_table, full_table, missing_lines, reference_tables
-from benchmark.tracking import _retry
+from benchmark.tracking import _retry, redact
 
 ARTIFACT_DIR = "report"
 FIGURES = "figures"
@@ -90,7 +90,7 @@ def build_report(
             _retry(lambda: rs.tracker.client.log_artifacts(rs.parent_id, str(outdir), artifact_path=ARTIFACT_DIR))
             logged = True
         except Exception as err:  # the files on disk are the report; the MLflow copy is a convenience
-            print(f"report: could not log the report to run {rs.parent_id}: {err}", file=sys.stderr)
+            print(f"report: could not log the report to run {rs.parent_id}: {redact(str(err))}", file=sys.stderr)
     return ReportResult(outdir, files, rs.parent_id, logged, agg)
 
 
