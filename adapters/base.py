@@ -193,7 +193,7 @@ def check_budget(
         changed = max(changed, int(idx.numel()))
         if result.space == "image":
             if trial.x is None or trial.x.shape != (len(idx), *x_clean.shape[1:]):
-                problems.append(f"trial {t}: image-space attack without one image of the data's shape per index")
+                problems.append(f"trial {t}: image-space attack without one image per index, of the data's shape")
                 continue
             if idx.numel() == 0:
                 continue

@@ -107,7 +107,8 @@ def test_report_on_a_read_only_store_writes_only_under_out(smoke_dict):
         cmd = [sys.executable, "-m", "benchmark", "report", "--suite", "../../escape", "--out", str(out)]
         if os.geteuid() == 0:  # root writes anywhere: run the report as nobody, for whom the store is read-only
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        env_ro = {**env, "HOME": str(out), "MPLCONFIGDIR": str(out / ".mpl")}
+        # cwd is the store's folder, so PYTHONPATH names the checkout under test
+        env_ro = {**env, "HOME": str(out), "MPLCONFIGDIR": str(out / ".mpl"), "PYTHONPATH": str(ROOT)}
         rep = subprocess.run(cmd, cwd=base, env=env_ro, capture_output=True, text=True, timeout=300)
         assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-3000:]
         assert "Traceback" not in rep.stderr
