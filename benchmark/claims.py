@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmark.errors import BenchmarkError
 from benchmark.hashing import stable_hash
 
 HEARTBEAT = "benchmark.heartbeat"
@@ -40,8 +41,12 @@ def lock_path(tracking_uri: str, cache_dir: Path) -> Path:
 @contextmanager
 def held(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` for the duration of the block (waits for other holders)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as err:
+        raise BenchmarkError(f"cannot create the claim lock {path}: {err.strerror or err}") from None
+    with fh:
         fcntl.lockf(fh, fcntl.LOCK_EX)
         try:
             yield
