@@ -1,9 +1,10 @@
 """The MLflow layout: one experiment per suite, one parent run per invocation, one nested child run per cell.
 
-Only the driver process writes here (executors return records), which keeps sqlite consistent and makes
-"nothing lost, nothing duplicated" a property of this module alone. A child run is created RUNNING when its cell
-starts and gets all of its metrics in one batch when the cell ends, so a run killed mid-cell never leaves a
-FINISHED run with partial metrics; the next invocation marks such orphans KILLED.
+Only the driver process writes here (executors return records), which keeps sqlite consistent; with
+``benchmark.claims`` (a cell's child run is its claim, created under a lock) it makes "nothing lost, nothing
+duplicated" hold across processes. A child run is created RUNNING when its cell is claimed and gets all of its
+metrics in one batch when the cell ends, so a run killed mid-cell never leaves a FINISHED run with partial
+metrics; the next invocation marks such orphans KILLED. Printed and written URIs go through ``redact``.
 """
 
 from __future__ import annotations
