@@ -7,16 +7,17 @@ does in ``_check_params``; ``_check_params`` is there for checks that span sever
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from benchmark.errors import BudgetError, ParamError
+from benchmark.errors import AttackError, BudgetError, ParamError
 from benchmark.linear import LinearHead
 from benchmark.models import extract_features
 from benchmark.registry import REGISTRY, Params, format_validation_error
@@ -176,18 +177,27 @@ def check_budget(
     eps: float,
     max_changed: int | None = None,
     n_train: int | None = None,
+    classes: list[int] | None = None,
+    n_test: int | None = None,
 ) -> BudgetReport:
     """Check every trial against the budget; raise BudgetError on a violation, else return the report.
 
-    Image-space: L-inf distance to the original rows <= eps + 1e-6 and pixels in [0, 1]. Every space: indices
-    valid and unique, count of changed rows <= ``max_changed``. The report is logged either way.
+    Image-space: L-inf distance to the original rows <= eps + 1e-6, same image shape, pixels in [0, 1]. Every
+    space: integer indices, valid and unique, count of changed rows <= ``max_changed``, labels among ``classes``
+    (the task's), a target row inside the test set (``n_test``). The report is logged either way.
     """
     worst_linf, sum_linf, n_rows = 0.0, 0.0, 0
     pmin, pmax, changed = 0.0, 1.0, 0
     n_train = len(x_clean) if n_train is None else n_train
     problems: list[str] = []
     first = True
+    if result.space not in ("image", "feature"):
+        raise BudgetError(f"poison budget violated: unknown space {result.space!r} (image or feature)")
     for t, trial in enumerate(result.trials):
+        shape = _shape_problem(trial, classes, n_test)
+        if shape:
+            problems.append(f"trial {t}: {shape}")
+            continue
         idx = trial.indices
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_train):
             problems.append(f"trial {t}: indices outside the training set")
@@ -198,8 +208,8 @@ def check_budget(
             problems.append(f"trial {t}: {len(trial.y)} labels for {len(idx)} indices")
         changed = max(changed, int(idx.numel()))
         if result.space == "image":
-            if trial.x is None or len(trial.x) != len(idx):
-                problems.append(f"trial {t}: image-space attack without one image per index")
+            if trial.x is None or trial.x.shape != (len(idx), *x_clean.shape[1:]):
+                problems.append(f"trial {t}: image-space attack without one image per index, of the data's shape")
                 continue
             if idx.numel() == 0:
                 continue
@@ -238,6 +248,64 @@ def check_budget(
     if problems:
         raise BudgetError("poison budget violated: " + "; ".join(problems))
     return report
+
+
+def _shape_problem(trial: PoisonTrial, classes: list[int] | None, n_test: int | None) -> str:
+    """What is wrong with a trial's types, labels or target, before any arithmetic on it ('' if nothing)."""
+    if not isinstance(trial, PoisonTrial):
+        return f"{type(trial).__name__} is not a PoisonTrial"
+    for name in ("indices", "y"):
+        value = getattr(trial, name)
+        if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.is_floating_point() or value.is_complex():
+            return f"{name} is not a 1-d integer tensor"
+    if classes is not None:
+        allowed = set(classes)
+        bad = sorted({int(v) for v in trial.y.unique()} - allowed)
+        if bad:
+            return f"labels {bad[:5]} are not classes of the task {sorted(allowed)}"
+        if trial.adversarial_label is not None and int(trial.adversarial_label) not in allowed:
+            return f"adversarial label {trial.adversarial_label} is not a class of the task"
+    if trial.target_index is not None and n_test is not None and not 0 <= int(trial.target_index) < n_test:
+        return f"target index {trial.target_index} is outside the test set"
+    for name in ("x", "features"):
+        value = getattr(trial, name)
+        if value is not None and not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+            return f"{name} is not a floating-point tensor"
+    if trial.features is not None and not torch.isfinite(trial.features).all():
+        return "non-finite features"
+    return ""
+
+
+def run_attack(attack: Attack, ctx: AttackContext, classes: list[int] | None = None) -> tuple[PoisonResult, BudgetReport]:
+    """Run ``attack`` on copies of ``ctx`` and check what it returns against ``ctx``, which it cannot reach.
+
+    The attack gets clones of every tensor and of the extractor and head, so an in-place edit cannot change what
+    the poisons are compared with, nor the features, head or model the cell goes on to use. Its budget (eps,
+    max poisons) is read before it runs. Anything it raises fails the cell, ``SystemExit`` and a
+    ``KeyboardInterrupt`` of its own included; only a real Ctrl-C or SIGTERM (see ``benchmark.signals``) passes.
+    """
+    from benchmark import signals
+
+    eps, cap = attack.budget_eps, attack.max_poisons(len(ctx.y_train))
+    copies = replace(
+        ctx,
+        extractor=copy.deepcopy(ctx.extractor),
+        head=copy.deepcopy(ctx.head),
+        **{name: getattr(ctx, name).clone() for name in ("x_train", "y_train", "x_test", "y_test", "f_train", "f_test")},
+    )
+    before = signals.received()
+    try:
+        result = attack(copies)
+    except Exception:
+        raise
+    except BaseException as err:  # sys.exit, a KeyboardInterrupt it raised itself, GeneratorExit...
+        if isinstance(err, KeyboardInterrupt) and signals.received() > before:
+            raise
+        raise AttackError(f"attack '{attack.name}' raised {type(err).__name__}: {err}") from None
+    if not isinstance(result, PoisonResult) or not isinstance(result.trials, list):
+        raise AttackError(f"attack '{attack.name}' returned {type(result).__name__}, not a PoisonResult")
+    report = check_budget(ctx.x_train, result, eps=eps, max_changed=cap, classes=classes, n_test=len(ctx.y_test))
+    return result, report
 
 
 def apply_trial(x: torch.Tensor | None, y: torch.Tensor, trial: PoisonTrial) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import os
-import shutil
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,9 @@ from benchmark.errors import BenchmarkError
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path(".cache") / "benchmark"
+KINDS = ("backbone", "features")
+# the temp files of _atomic_write: ".<entry name>.<random>.tmp"
+_TEMP_NAME = re.compile(r"\.[0-9a-f]{16}\.(pt|json)\.[A-Za-z0-9_]+\.tmp")
 
 
 def cache_root(explicit: str | Path | None = None) -> Path:
@@ -98,21 +101,54 @@ class Cache:
         return out
 
     def clear(self, kind: str | None = None) -> int:
-        """Remove entries (of one kind, or all); returns how many were removed."""
+        """Remove entries (of one kind, or all); returns how many were removed.
+
+        Only what this cache wrote goes: entry files whose sidecar names them (kind and key), and leftover temp
+        files of its atomic writes. Anything else under the root (a user's files, a folder named by mistake with
+        --cache-dir) stays, and so do the folders that still hold it.
+        """
         n = 0
         for entry in self.entries():
-            if kind is None or entry.kind == kind:
-                entry.path.unlink(missing_ok=True)
-                entry.path.with_suffix(".json").unlink(missing_ok=True)
-                n += 1
-        if kind is None and self.root.exists():
-            shutil.rmtree(self.root, ignore_errors=True)
+            if kind is not None and entry.kind != kind:
+                continue
+            if entry.meta.get("kind") != entry.kind or entry.meta.get("key") != entry.key:
+                continue  # a .json that this cache did not write
+            entry.path.unlink(missing_ok=True)
+            entry.path.with_suffix(".json").unlink(missing_ok=True)
+            n += 1
+        for folder in self._kind_dirs(kind):
+            for tmp in folder.glob(".*.tmp"):
+                if _TEMP_NAME.fullmatch(tmp.name):
+                    tmp.unlink(missing_ok=True)
+            _rmdir_if_empty(folder)
+        if kind is None:
+            _rmdir_if_empty(self.root)
         return n
+
+    def _kind_dirs(self, kind: str | None) -> list[Path]:
+        kinds = (kind,) if kind else KINDS
+        return [self.root / k for k in kinds if (self.root / k).is_dir()]
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (files that are not ours), or already gone
+        pass
+
+
+def _file_mode() -> int:
+    """0666 less the umask, as ``open()`` would create it: mkstemp's 0600 would hide an entry from the other
+    users of a cache on a shared filesystem."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

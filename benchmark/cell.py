@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapters.base import Attack, AttackContext, PoisonResult, check_budget
+from adapters.base import Attack, AttackContext, PoisonResult, run_attack
 from benchmark.artifacts import label_flip_artifacts
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
@@ -182,7 +182,8 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
 
     clean_head, clean = clean_head_stage(task, fit)
     m.update(clean)
-    result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed)
+    classes = attack.task_classes() or target.classes
+    result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed, classes)
     m.update(attacked)
     rec.results["budget_check"] = "passed"
     heads, edits, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
@@ -292,8 +293,10 @@ def attack_stage(
     fit: HeadFitter,
     device: torch.device,
     seed: int,
+    classes: list[int],
 ) -> tuple[PoisonResult, Metrics, str]:
-    """The attack's poisons, checked against its budget before anything uses them (a violation raises)."""
+    """The attack's poisons, made on copies of the task (it cannot write through to them) and checked against its
+    budget and the task's ``classes`` on the cell's own tensors before anything uses them (a violation raises)."""
     ctx = AttackContext(
         extractor=extractor,
         x_train=task.x_train,
@@ -307,11 +310,10 @@ def attack_stage(
         device=device,
         seed=seed,
     )
+    # 5. the attack on copies, and the budget check against the cell's own tensors, before any poison is used
     t0 = time.perf_counter()
-    result = attack(ctx)
+    result, report = run_attack(attack, ctx, classes=classes)
     seconds = time.perf_counter() - t0
-    n_train = len(task.y_train)
-    report = check_budget(task.x_train, result, eps=attack.budget_eps, max_changed=attack.max_poisons(n_train))
     metrics = {
         "attack_seconds": seconds,
         "perturbation_linf_max": report.linf,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from benchmark import COMMAND
@@ -210,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C (130) or SIGTERM (143), see benchmark.signals
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stopping already: more Ctrl-Cs must not change the exit
+            signal.signal(signum, signal.SIG_IGN)
+        code = getattr(err, "exit_code", 130)
+        print("terminated" if code == 143 else "interrupted", file=sys.stderr)
+        return code
 
 
 def _configure_logging(quiet: bool) -> None:

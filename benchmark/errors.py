@@ -7,6 +7,12 @@ class BenchmarkError(Exception):
     exit_code = 2
 
 
+class StoreError(BenchmarkError):
+    """The tracking store failed while the grid ran: exit 3, distinct from a failed cell (1) and bad input (2)."""
+
+    exit_code = 3
+
+
 class SuiteError(BenchmarkError):
     """A suite file that cannot be loaded or validated."""
 
@@ -21,6 +27,10 @@ class ParamError(BenchmarkError, ValueError):
 
 class BudgetError(RuntimeError):
     """A poison set that breaks its budget (L-inf eps, pixel range, count); fails the cell."""
+
+
+class AttackError(RuntimeError):
+    """An attack that raised something other than an Exception (sys.exit...) or returned no PoisonResult."""
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,8 +1,9 @@
 """Executors move cells to workers and records back; they never touch MLflow or the science.
 
 ``local`` runs cells one after another in this process. ``ray`` (see ``benchmark.ray_executor``) runs them as Ray
-tasks. Both call ``on_start(cell)`` before a cell runs where they can, and ``on_done(cell, record)`` when it ends,
-always in the driver process.
+tasks. Both call ``on_start(cell)`` in the driver before a cell is run, which claims it (False: another process
+holds it or has finished it, so it is skipped), and ``on_done(cell, record)`` in the driver when it ends.
+``connect()`` reaches the workers before any run is created, so a missing cluster fails first.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ from benchmark.cell import Record, RunOptions, run_cell
 from benchmark.progress import progress
 from benchmark.suite import Cell
 
-OnStart = Callable[[Cell], None]
+OnStart = Callable[[Cell], bool]
 OnDone = Callable[[Cell, Record], None]
 
 
 class LocalExecutor:
     name = "local"
 
+    def connect(self) -> None:
+        """Nothing to reach: cells run in this process."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def run(self, cells: Sequence[Cell], opts: RunOptions, on_start: OnStart, on_done: OnDone) -> None:
         for cell in progress(cells, desc="cells", total=len(cells), leave=True):
-            on_start(cell)
-            on_done(cell, run_cell(cell, opts))
+            if on_start(cell):
+                on_done(cell, run_cell(cell, opts))
 
 
 def make_executor(name: str, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0):

@@ -3,19 +3,23 @@
 How it works
 ------------
 - Each cell is one Ray task that asks for the suite's ``resources`` (``num_cpus``, ``num_gpus`` per cell) and calls
-  ``run_cell``, which never raises: a cell that fails comes back as a FAILED record. A task that dies (worker
-  killed, out of memory) becomes a FAILED record here, in the driver. Tasks are not retried (``max_retries=0``):
-  a crash is reported, and the next ``benchmark run`` (resume) runs the cell again.
+  ``run_cell``, which never raises: a cell that fails comes back as a FAILED record. A task whose worker or node
+  dies is retried by Ray up to ``SYSTEM_RETRIES`` times (Ray retries system failures only, never a cell's own
+  error); the driver sees one result per task, so a retry never records a cell twice. A task that dies for good
+  becomes a FAILED record here, in the driver, and the next ``benchmark run`` (resume) runs the cell again.
 - A backbone is trained once per ``backbone_key``: the cells that share it form a group; the group's first cell
   runs first (it trains the backbone and writes it to the cache), and the group's other cells take that task's
   "done" ObjectRef as an argument, so Ray starts them only after it ended and they find the backbone in the cache.
   A group whose backbone is already in the cache has no such ordering. If the first cell's task dies, the cells
   waiting for it (which Ray would fail without running them) are submitted again as a new group.
-- ``on_start(cell)`` is called in the driver when a task reports that it started (through a small actor that
-  needs no CPU), and ``on_done(cell, record)`` when its result arrives (``ray.wait``), one at a time, in the
-  driver: MLflow is written by one process, so nothing is lost or written twice.
-- Ctrl-C (KeyboardInterrupt) in the driver cancels every outstanding task (``force=True`` stops running ones)
-  and re-raises, so the runner marks the started cells KILLED.
+- ``on_start(cell)`` (the claim, see ``benchmark.claims``) is called in the driver before a cell's task is
+  submitted, and cells it refuses are not submitted; ``on_done(cell, record)`` is called when its result arrives
+  (``ray.wait``), one at a time, in the driver: MLflow is written by one process, so nothing is lost or written
+  twice.
+- Ctrl-C or SIGTERM in the driver, or a store that fails, cancels every outstanding task (``force=True`` stops
+  running ones) and re-raises, so the runner marks the claimed cells KILLED (or FAILED).
+- ``connect()`` runs before any MLflow run is created; an ``--address`` where nothing answers fails in
+  ``CONNECT_TIMEOUT`` seconds with one line.
 
 Where it runs
 -------------
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -53,12 +58,12 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.25
+SYSTEM_RETRIES = 2  # a task whose worker or node died runs again, up to this many times
+CONNECT_TIMEOUT = 3.0  # seconds to wait for a TCP answer from --address before ray.init
 
 
-def _task(cell: Cell, opts: RunOptions, cwd: str, starts: Any, *after: Any) -> Record:
+def _task(cell: Cell, opts: RunOptions, cwd: str, *after: Any) -> Record:
     """One cell on a Ray worker. ``after`` holds the group's "backbone trained" token; Ray resolves it first."""
-    if starts is not None:
-        starts.mark.remote(cell.key)
     if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
         os.chdir(cwd)
     from benchmark.cell import run_cell
@@ -66,23 +71,9 @@ def _task(cell: Cell, opts: RunOptions, cwd: str, starts: Any, *after: Any) -> R
     return run_cell(cell, opts)
 
 
-def _leader_task(cell: Cell, opts: RunOptions, cwd: str, starts: Any) -> tuple[bool, Record]:
+def _leader_task(cell: Cell, opts: RunOptions, cwd: str) -> tuple[bool, Record]:
     """The first cell of a backbone group: trains and caches the backbone; returns (token, record)."""
-    return True, _task(cell, opts, cwd, starts)
-
-
-class _Starts:
-    """Collects the keys of cells whose task began; the driver drains it."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-
-    def mark(self, key: str) -> None:
-        self.keys.append(key)
-
-    def drain(self) -> list[str]:
-        out, self.keys = self.keys, []
-        return out
+    return True, _task(cell, opts, cwd)
 
 
 def _disable_uv_hook() -> None:
@@ -110,8 +101,28 @@ class RayExecutor:
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.init_seconds: float | None = None  # how long connecting / starting Ray took (for reports and tests)
+        self._ray: Any = None
+        self._started_here = False
 
     # connection
+    def connect(self) -> None:
+        """Reach the cluster (or start a local instance) and check that a cell fits on some node."""
+        if self._ray is not None:
+            return
+        if self.address:
+            _probe(self.address)
+        self._ray, self._started_here = self._connect()
+        try:
+            self._check_fits(self._ray)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._ray is not None and self._started_here:
+            self._ray.shutdown()
+        self._ray, self._started_here = None, False
+
     def _connect(self):
         try:
             import ray
@@ -166,21 +177,18 @@ class RayExecutor:
             cache_dir=str(cache_root(opts.cache_dir).resolve()),
             data_root=str(Path(opts.data_root).expanduser().resolve()) if opts.data_root else None,
         )
-        ray, started_here = self._connect()
-        try:
-            self._check_fits(ray)
-            self._run(ray, list(cells), opts, on_start, on_done)
-        finally:
-            if started_here:
-                ray.shutdown()
+        self.connect()
+        claimed = [cell for cell in cells if on_start(cell)]  # claimed in the store before they are submitted
+        self._run(self._ray, claimed, opts, on_done)
 
-    def _run(self, ray, cells: list[Cell], opts: RunOptions, on_start, on_done) -> None:
+    def _run(self, ray, cells: list[Cell], opts: RunOptions, on_done) -> None:
         from benchmark.progress import enabled as bars_enabled
 
-        res = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": 0}
+        if not cells:
+            return
+        res = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": SYSTEM_RETRIES}
         task = ray.remote(_task).options(**res)
         leader = ray.remote(_leader_task).options(num_returns=2, **res)
-        starts = ray.remote(num_cpus=0)(_Starts).remote()
         cwd = os.getcwd()
         cache = Cache(opts.cache_dir)
 
@@ -197,12 +205,12 @@ class RayExecutor:
             cached = entry.exists() and entry.with_suffix(".json").exists()  # complete entries have a sidecar
             if len(members) == 1 or cached:
                 for cell in members:
-                    pending[task.remote(cell, opts, cwd, starts)] = cell
+                    pending[task.remote(cell, opts, cwd)] = cell
                 return
-            token, first = leader.remote(members[0], opts, cwd, starts)
+            token, first = leader.remote(members[0], opts, cwd)
             pending[first] = members[0]
             extra.append(token)
-            waiting = [task.remote(cell, opts, cwd, starts, token) for cell in members[1:]]
+            waiting = [task.remote(cell, opts, cwd, token) for cell in members[1:]]
             pending.update(zip(waiting, members[1:], strict=True))
             followers[first] = waiting
 
@@ -210,32 +218,15 @@ class RayExecutor:
             submit(key, members)
         log.info("ray: %d cells in %d backbone group(s) submitted", len(cells), len(groups))
 
-        by_key = {c.key: c for c in cells}
-        begun: set[str] = set()
-        ended: set[str] = set()
         bar = None
         if bars_enabled():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(cells), desc="cells", dynamic_ncols=True)
 
-        def mark_started(keys: list[str]) -> None:
-            for k in keys:
-                if k not in begun and k not in ended and k in by_key:
-                    begun.add(k)
-                    on_start(by_key[k])
-
-        drain = starts.drain.remote()
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
-                if drain is not None and ray.wait([drain], timeout=0)[0]:
-                    try:
-                        mark_started(ray.get(drain))
-                        drain = starts.drain.remote()
-                    except Exception as err:  # the bookkeeping actor is gone: on_done still logs every cell
-                        log.warning("ray: cannot read which cells started (%s)", _first_line(err))
-                        drain = None
                 for ref in ready:
                     cell = pending.pop(ref, None)
                     if cell is None:  # a follower already resubmitted below
@@ -257,16 +248,12 @@ class RayExecutor:
                             log.warning("ray: %s died; %d cell(s) waiting for its backbone are resubmitted",
                                         cell.title(), len(again))
                             submit(backbone_key(cell), again)
-                    if cell.key not in begun:  # finished before its start mark was read
-                        begun.add(cell.key)
-                        on_start(cell)
-                    ended.add(cell.key)
                     for line in record.logs:
                         log.info("  %s: %s", cell.title(), line)
                     on_done(cell, record)
                     if bar is not None:
                         bar.update(1)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, SIGTERM, a failing store: nothing may go on running for this driver
             for ref in list(pending) + extra:
                 try:
                     ray.cancel(ref, force=True)
@@ -276,7 +263,20 @@ class RayExecutor:
         finally:
             if bar is not None:
                 bar.close()
-            try:
-                ray.kill(starts)
-            except Exception:
-                pass
+
+
+def _probe(address: str) -> None:
+    """A TCP answer from ``host:port`` within CONNECT_TIMEOUT, else one line: ray.init would retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BenchmarkError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as err:
+        raise BenchmarkError(
+            f"--executor ray: no Ray cluster answers at {address} ({err.strerror or err}); start one with "
+            f"`ray start --head` or fix --address"
+        ) from None

@@ -114,6 +114,8 @@ class Registry:
         if base is None or not (isinstance(cls, type) and issubclass(cls, base)):
             expected = f"{base.__module__}.{base.__name__}" if base else f"a {kind} class"
             raise ParamError(f"{kind} '{name or cls}' is not a subclass of {expected}")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+            raise ParamError(f"{kind} '{name or cls.name}': its Params is not a pydantic model")
         return self.add(kind, name or cls.name, cls.description, cls.Params, cls)
 
     def get(self, kind: str, name: str) -> Component:
@@ -154,8 +156,8 @@ class Registry:
         module_name, _, attr = path.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ParamError(f"{kind} path '{path}' cannot be imported: {err}") from None
+        except (Exception, SystemExit) as err:  # a plugin module may raise anything, or exit, while it is imported
+            raise ParamError(f"{kind} path '{path}' cannot be imported: {type(err).__name__}: {err}") from None
         return self.add_class(kind, cls, name=path)
 
 

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark import claims, signals
+from benchmark.cache import cache_root
 from benchmark.cell import Record, RunOptions
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, StoreError
 from benchmark.executors import make_executor
+from benchmark.hashing import stable_hash
 from benchmark.preflight import preflight
-from benchmark.suite import Cell, expand, load_suite, parse_only
-from benchmark.tracking import Tracker
+from benchmark.suite import Cell, Suite, expand, load_suite, parse_only
+from benchmark.tracking import Tracker, redact
 
 log = logging.getLogger(__name__)
+
+WAIT_SECONDS = 2.0  # polling for cells another process holds
+FAILURE_LOG = "benchmark-store-failures.log"  # beside the store (or in the cache folder for a remote store)
 
 
 @dataclass
@@ -24,10 +32,11 @@ class RunSummary:
     total: int
     skipped: int
     records: list[tuple[Cell, Record]] = field(default_factory=list)
+    failed_elsewhere: int = 0  # cells another process ran at the same time, and that failed there
 
     @property
     def failed(self) -> int:
-        return sum(1 for _, r in self.records if r.status != "FINISHED")
+        return sum(1 for _, r in self.records if r.status != "FINISHED") + self.failed_elsewhere
 
 
 def resolve_device(choice: str) -> str:
@@ -62,45 +71,162 @@ def run_suite(
     dev = resolve_device(device or suite.device)
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name, suite.description)
-    parent, resumed = tracker.start_parent(
-        suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor}, resume
-    )
-    done: dict[str, str] = {}
-    if resumed:
-        killed = tracker.mark_orphans(parent, exp)
-        if killed:
-            echo(f"marked {killed} interrupted cell run(s) KILLED")
-        done = tracker.finished_keys(parent, exp)
-    todo = [c for c in cells if c.key not in done]
-    summary = RunSummary(parent, tracker.uri, total=len(cells), skipped=len(cells) - len(todo))
-    echo(
-        f"suite {suite.name}: {len(cells)} cells, {summary.skipped} already finished, {len(todo)} to run "
-        f"on {dev} (parent run {parent}{', resumed' if resumed else ''})"
-    )
-    opts = RunOptions(device=dev, cache_dir=cache_dir, data_root=data_root, progress=progress)
-    started: dict[str, str] = {}
-
-    def on_start(cell: Cell) -> None:
-        started[cell.key] = tracker.start_child(parent, exp, cell)
-
-    def on_done(cell: Cell, record: Record) -> None:
-        run_id = started.pop(cell.key, None) or tracker.start_child(parent, exp, cell)
-        tracker.finish_child(run_id, record)
-        summary.records.append((cell, record))
-        state = "ok" if record.status == "FINISHED" else f"FAILED ({record.error})"
-        echo(f"  [{len(summary.records)}/{len(todo)}] {cell.title()}: {state} in {record.seconds:.1f} s")
-
+    tracker.check_writable(exp)
     res = suite.resources
     ex = make_executor(executor or suite.executor, address=address, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
-    try:
-        ex.run(todo, opts, on_start, on_done)
-    except KeyboardInterrupt:
-        tracker.kill_own_children(parent, exp)
-        tracker.kill_parent(parent)
-        echo("interrupted: the running cell was marked KILLED; run the same command again to resume")
-        raise
-    tracker.end_parent(parent, summary.failed, len(cells))
+    with signals.handled():
+        ex.connect()  # an unreachable cluster fails here, before any run exists
+        try:
+            lock = claims.lock_path(tracker.uri, cache_root(cache_dir).resolve())
+            with claims.held(lock):  # two processes starting at once resume one parent, not create two
+                parent, resumed, note = tracker.start_parent(
+                    suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor},
+                    resume, suite_hash(suite),
+                )
+            grid = _Grid(tracker, lock, parent, exp, echo)
+            if note:
+                echo(note)
+            summary = grid.plan(suite.name, cells, resumed, dev)
+            opts = RunOptions(device=dev, cache_dir=cache_dir, data_root=data_root, progress=progress)
+            grid.run(ex, opts)
+        finally:
+            ex.close()
     return summary
+
+
+class StoreFailure(Exception):
+    """A write to the store failed while the grid ran (wraps the cell and the cause)."""
+
+    def __init__(self, cell: Cell, record: Record | None, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cell, self.record, self.cause = cell, record, cause
+
+
+class _Grid:
+    """Claims, runs and records the cells of one invocation; waits for cells that another process holds."""
+
+    def __init__(self, tracker: Tracker, lock: Path, parent: str, exp: str, echo) -> None:
+        self.tracker, self.lock, self.parent, self.exp, self.echo = tracker, lock, parent, exp, echo
+        self.started: dict[str, str] = {}
+        self.busy: dict[str, Cell] = {}  # held by another process
+        self.heartbeat: claims.Heartbeat | None = None
+        self.todo: list[Cell] = []
+        self.summary: RunSummary | None = None
+
+    def plan(self, name: str, cells: list[Cell], resumed: bool, device: str) -> RunSummary:
+        """The cells not yet FINISHED under the parent (orphans of a resumed parent marked KILLED first)."""
+        if resumed:
+            killed = self.tracker.mark_orphans(self.parent, self.exp)
+            if killed:
+                self.echo(f"marked {killed} interrupted cell run(s) KILLED")
+        done = self.tracker.finished_keys(self.parent, self.exp)
+        self.todo = [c for c in cells if c.key not in done]
+        self.summary = RunSummary(self.parent, self.tracker.shown_uri, total=len(cells),
+                                  skipped=len(cells) - len(self.todo))
+        self.echo(
+            f"suite {name}: {len(cells)} cells, {self.summary.skipped} already finished, "
+            f"{len(self.todo)} to run on {device} (parent run {self.parent}{', resumed' if resumed else ''})"
+        )
+        return self.summary
+
+    def run(self, ex, opts: RunOptions) -> None:
+        """Run the plan; Ctrl-C / SIGTERM and store failures close what this process holds."""
+        try:
+            with claims.Heartbeat(self.tracker.client) as beat:
+                self.heartbeat = beat
+                self._run(ex, self.todo, opts)
+        except KeyboardInterrupt:
+            with signals.shielded():  # a second Ctrl-C must not cut the clean-up short
+                self.tracker.kill_own_children(self.parent, self.exp)
+                self.tracker.kill_parent(self.parent)
+            self.echo("interrupted: the running cell was marked KILLED; run the same command again to resume")
+            raise
+        except StoreFailure as err:
+            raise self.store_failed(err) from None
+        self.tracker.end_parent(self.parent, self.summary.failed, self.summary.total)
+
+    def on_start(self, cell: Cell) -> bool:
+        try:
+            outcome, run_id = claims.claim(self.tracker, self.lock, self.parent, self.exp, cell)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            raise StoreFailure(cell, None, err) from err
+        if outcome == "busy":
+            self.busy[cell.key] = cell
+        if run_id is None:
+            return False
+        self.started[cell.key] = run_id
+        if self.heartbeat is not None:
+            self.heartbeat.run_ids.add(run_id)
+        return True
+
+    def on_done(self, cell: Cell, record: Record) -> None:
+        run_id = self.started.pop(cell.key)
+        try:
+            self.tracker.finish_child(run_id, record)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            self.started[cell.key] = run_id
+            raise StoreFailure(cell, record, err) from err
+        if self.heartbeat is not None:
+            self.heartbeat.run_ids.discard(run_id)
+        self.summary.records.append((cell, record))
+        state = "ok" if record.status == "FINISHED" else f"FAILED ({record.error})"
+        self.echo(f"  [{len(self.summary.records)}/{len(self.todo)}] {cell.title()}: {state} in {record.seconds:.1f} s")
+
+    def _run(self, ex, todo: list[Cell], opts: RunOptions) -> None:
+        """Run what can be claimed; then wait for the cells another process holds, and take over any it drops."""
+        ex.run(todo, opts, self.on_start, self.on_done)
+        while self.busy:
+            self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them")
+            while True:
+                states = {k: claims.state(self.tracker, self.parent, self.exp, k) for k in self.busy}
+                if "busy" not in states.values():
+                    break
+                time.sleep(WAIT_SECONDS)
+            self.summary.failed_elsewhere += sum(1 for v in states.values() if v == "failed")
+            dropped = [self.busy[k] for k, v in states.items() if v == "free"]  # its owner died or was stopped
+            self.busy = {}
+            if dropped:
+                self.echo(f"{len(dropped)} cell(s) were dropped by their process; running them here")
+                ex.run(dropped, opts, self.on_start, self.on_done)
+
+    def store_failed(self, err: StoreFailure) -> StoreError:
+        """Keep what the cell computed beside the store, close what can be closed, and say so in one line."""
+        log_file = self.lock.parent / FAILURE_LOG
+        entry = {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "parent_run": self.parent,
+            "cell": err.cell.title(),
+            "cell_key": err.cell.key,
+            "error": redact(f"{type(err.cause).__name__}: {err.cause}"),
+        }
+        if err.record is not None:
+            entry.update(status=err.record.status, metrics=err.record.metrics, cell_error=err.record.error)
+        try:
+            with open(log_file, "a") as fh:
+                fh.write(json.dumps(entry, default=str) + "\n")
+            kept = f"the cell's results are kept in {log_file}"
+        except OSError as werr:
+            kept = f"they could not be kept in {log_file} either ({werr.strerror})"
+        for rid in [*self.started.values(), self.parent]:
+            try:
+                self.tracker.set_status(rid, "FAILED")
+            except Exception:  # the store is failing: what cannot be closed is marked KILLED by the next run
+                pass
+        text = redact(str(err.cause).strip())
+        first = text.splitlines()[0][:300] if text else type(err.cause).__name__
+        return StoreError(
+            f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; the parent run "
+            f"was closed as FAILED"
+        )
+
+
+def suite_hash(suite: Suite) -> str:
+    """The suite's meaning, comments and key order aside: a change starts a new parent run."""
+    return stable_hash(suite.model_dump(mode="json"))
 
 
 def print_table(summary: RunSummary, echo=print) -> None:

@@ -278,7 +278,7 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -298,6 +298,7 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
         raise SuiteError(f"{source}: {format_validation_error(err)}") from None
     try:
         resolve_components(suite)
+        check_loadable(suite)
     except ParamError as err:
         raise SuiteError(f"{source}: {err}") from None
     return suite
@@ -313,11 +314,15 @@ def _resolve(kind: str, section: str, label: str, spec: ComponentSpec) -> Resolv
         params = comp.params(**spec.params)
     except ValidationError as err:
         raise ParamError(f"{format_validation_error(err, prefix=f'{section}.{label}.params')}") from None
+    except (Exception, SystemExit) as err:  # a plugin's own validator may raise anything
+        raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {err}") from None
     if kind in ENTRY_POINT_GROUPS:  # classes: cross-parameter checks (_check_params) run when one is built
         try:
             comp.factory(**params.model_dump())
         except ParamError as err:
             raise ParamError(f"{section}.{label}.params: {err}") from None
+        except (Exception, SystemExit) as err:  # a plugin's __init__ or _check_params may raise anything
+            raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {err}") from None
     return Resolved(label=label, name=name, params=params.model_dump(mode="json"))
 
 
@@ -424,3 +429,97 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             continue
         cells.append(cell)
     return cells
+
+
+# --- load-time checks beyond the schema: duplicate keys, seeds, references, tasks, sizes -----------------------------
+
+MAX_SEED = 2**31 - 1  # numpy and torch generators take any seed up to here on every platform
+MAX_CELLS = 10_000  # a grid larger than this is a typo (a seed list pasted twice over), not a plan
+MAX_IMAGE_SIZE = 1024  # side of a square image after resize
+MAX_SYNTHETIC_BYTES = 8 * 2**30  # generated images held in memory, per dataset
+# what a reference may compare with: the metrics a cell logs
+REFERENCE_METRICS = (
+    "clean_accuracy",
+    "poisoned_accuracy",
+    "accuracy_drop",
+    "attack_success_rate",
+    "attack_success_ci_low",
+    "attack_success_ci_high",
+    "robust_accuracy",
+    "external_accuracy",
+    "perturbation_linf_max",
+    "perturbation_linf_mean",
+)
+REFERENCE_AXES = ("dataset", "backbone", "defense", "attack")  # references aggregate over seeds
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a mapping with a repeated key (the last one would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_loadable(suite: Suite) -> None:
+    """Everything a suite can get wrong that the schema does not see; ParamError naming the key."""
+    _check_seeds(suite.seeds)
+    _check_tasks(suite)
+    _check_references(suite)
+    _check_size(suite)
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed <= MAX_SEED:
+            raise ParamError(f"seeds.{i}: {seed} is outside [0, {MAX_SEED}]")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ParamError(f"seeds: {repeated} repeated (each seed is one cell per combination)")
+
+
+def _check_tasks(suite: Suite) -> None:
+    for label, task in suite.datasets.items():
+        for role in ("external", "target"):
+            spec = getattr(task, role)
+            where = f"datasets.{label}.{role}"
+            if spec.classes is not None and len(spec.classes) < 2:
+                raise ParamError(f"{where}.classes: a classification task needs at least two classes, got {spec.classes}")
+            if spec.image_size is not None and spec.image_size > MAX_IMAGE_SIZE:
+                raise ParamError(f"{where}.image_size: {spec.image_size} exceeds the limit of {MAX_IMAGE_SIZE}")
+            if spec.name == "synthetic":
+                p = {"n_train": 512, "n_test": 256, "image_size": 32, **spec.params}
+                size = (p["n_train"] + p["n_test"]) * 3 * p["image_size"] ** 2 * 4
+                if size > MAX_SYNTHETIC_BYTES:
+                    raise ParamError(f"{where}.params: n_train + n_test images of side {p['image_size']} take "
+                                     f"{size / 2**30:.0f} GiB, above the limit of {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB")
+
+
+def _check_references(suite: Suite) -> None:
+    # a reference may name a swept variant or the label it was written under (then it matches every variant)
+    expanded, written = suite.axis_labels(), suite.base_labels()
+    labels = {axis: list(dict.fromkeys([*written[axis], *expanded[axis]])) for axis in expanded}
+    for i, ref in enumerate(suite.references):
+        if ref.metric not in REFERENCE_METRICS:
+            raise ParamError(f"references.{i}.metric: unknown metric '{ref.metric}'; known: {', '.join(REFERENCE_METRICS)}")
+        for axis, value in ref.match.items():
+            if axis not in REFERENCE_AXES:
+                raise ParamError(f"references.{i}.match.{axis}: unknown axis; references match {', '.join(REFERENCE_AXES)}")
+            if str(value) not in {str(v) for v in labels[axis]}:
+                raise ParamError(f"references.{i}.match.{axis}: '{value}' is not one of {labels[axis]}")
+
+
+def _check_size(suite: Suite) -> None:
+    labels = suite.axis_labels()
+    n = 1
+    for axis in AXES:
+        n *= len(labels[axis])
+    if n > MAX_CELLS:
+        raise ParamError(f"grid: {n} cells before exclusions, above the limit of {MAX_CELLS}; split the suite")

@@ -1,34 +1,36 @@
 """The MLflow layout: one experiment per suite, one parent run per invocation, one nested child run per cell.
 
-Only the driver process writes here (executors return records), which keeps sqlite consistent and makes
-"nothing lost, nothing duplicated" a property of this module alone. A child run is created RUNNING when its cell
-starts and gets all of its metrics in one batch when the cell ends, so a run killed mid-cell never leaves a
-FINISHED run with partial metrics; the next invocation marks such orphans KILLED.
+Only the driver process writes here (executors return records), which keeps sqlite consistent; with
+``benchmark.claims`` (a cell's child run is its claim, created under a lock) it makes "nothing lost, nothing
+duplicated" hold across processes. A child run is created RUNNING when its cell is claimed and gets all of its
+metrics in one batch when the cell ends, so a run killed mid-cell never leaves a FINISHED run with partial
+metrics; the next invocation marks such orphans KILLED. Printed and written URIs go through ``redact``.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import signal
-import socket
+import re
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 from benchmark.errors import BenchmarkError
 from benchmark.headline import NOTE_TAG, headline, rounded
+from benchmark.signals import deferred
 
 T = TypeVar("T")
 
 ROLE = "benchmark.role"
 CELL_KEY = "benchmark.cell_key"
 SUITE = "benchmark.suite"
+SUITE_HASH = "benchmark.suite_hash"
 PARENT = "mlflow.parentRunId"
 # MLflow 3 opens an experiment by its kind; without this tag it may guess "GenAI" and show an empty traces page.
 # Accepted values (MLflow 3.x UI): custom_model_development, genai_development, finetuning, forecasting, ...
@@ -38,6 +40,16 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 VIEW_KEY = "benchmark"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 HEADLINE_COLUMNS = ("poisoned_accuracy", "clean_accuracy", "accuracy_drop", "attack_success_rate", "robust_accuracy")
+
+
+def redact(text: str) -> str:
+    """Passwords in URIs (``scheme://user:password@host``) and ``password=...`` query values become ``***``."""
+    text = _USERINFO.sub(r"\1***@", text)
+    return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
+_USERINFO = re.compile(r"(//[^/:@\s]*:)[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"((?:password|passwd|pwd|token)=)[^&\s;]*", re.IGNORECASE)
 
 
 def default_tracking_uri(explicit: str | None = None) -> str:
@@ -56,32 +68,11 @@ def _local_sqlite_dir(uri: str) -> Path | None:
     return None
 
 
-@contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """A Ctrl-C that arrives during a store call is raised when the call has ended, not inside it: interrupted
-    inside SQLAlchemy it prints a traceback of its own and can leave a run half written. Main thread only, and only
-    over Python's default handler (a caller's own SIGINT handler is left alone)."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    pending: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if pending:
-            raise KeyboardInterrupt
-
-
 def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
     """sqlite allows one writer at a time: two `benchmark run` processes retry instead of losing a write."""
     for i in range(attempts):
         try:
-            with _ctrl_c_held():
+            with deferred():  # a Ctrl-C inside SQLAlchemy would print its own traceback and half-write a run
                 return fn()
         except Exception as err:
             if "locked" not in str(err).lower() or i == attempts - 1:
@@ -91,9 +82,9 @@ def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def _store_lock(uri: str | None) -> Iterator[None]:
     """An exclusive lock beside a local sqlite store (a no-op for other stores), held while it is initialised."""
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+    path = uri[len("sqlite:///") :] if uri and uri.startswith("sqlite:///") else None
     if path in (None, "", ":memory:"):
         yield
         return
@@ -155,7 +146,8 @@ def git_commit() -> str:
 
 
 class Tracker:
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, read_only: bool = False) -> None:
+        """``read_only``: only read (``report``): a local store must exist, nothing is created beside it."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -165,18 +157,24 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         local = _local_sqlite_dir(self.uri)
+        if read_only and local is not None and not Path(self.uri[len("sqlite:///") :]).is_file():
+            raise BenchmarkError(f"tracking store {self.shown_uri} does not exist; run a suite first")
         try:
-            if local is not None:
+            if local is not None and not read_only:
                 local.mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(self.uri)
             # opening a new sqlite store creates and migrates it: two runs started at once would both try
-            with _store_lock(self.uri):
+            with _store_lock(None if read_only else self.uri):
                 self.client = MlflowClient(tracking_uri=self.uri)
                 _retry(lambda: self.client.search_experiments(max_results=1))
         except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BenchmarkError(f"tracking URI {self.uri} cannot be reached: {first[:200]}") from None
+            raise BenchmarkError(f"tracking URI {self.shown_uri} cannot be reached: {_first_line(err)[:200]}") from None
         self.artifact_root = local / "artifacts" if local is not None else None
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI as it may be printed or written: without its password."""
+        return redact(self.uri)
 
     # experiments and parents
     def experiment_id(self, suite_name: str, description: str | None = None) -> str:
@@ -198,16 +196,36 @@ class Tracker:
                 _retry(lambda k=key, v=value: self.client.set_experiment_tag(exp.experiment_id, k, v))
         return exp.experiment_id
 
-    def latest_parent(self, experiment_id: str) -> str | None:
+    def latest_parent(self, experiment_id: str, version: str | None = None) -> str | None:
+        """The latest parent run (of one suite version, when given)."""
+        where = f"tags.`{ROLE}` = 'parent'" + (f" and tags.`{SUITE_HASH}` = '{version}'" if version else "")
         runs = _retry(
             lambda: self.client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`{ROLE}` = 'parent'",
+                filter_string=where,
                 order_by=["attributes.start_time DESC"],
                 max_results=1,
             )
         )
         return runs[0].info.run_id if runs else None
+
+    def check_writable(self, experiment_id: str) -> None:
+        """A write to the store and one to the experiment's artifact folder (when local), before any run exists."""
+        try:
+            _retry(lambda: self.client.set_experiment_tag(experiment_id, "benchmark.last_write_check", str(time.time())))
+        except Exception as err:
+            raise BenchmarkError(f"tracking store {self.shown_uri} cannot be written: {_first_line(err)}") from None
+        location = _retry(lambda: self.client.get_experiment(experiment_id)).artifact_location or ""
+        parsed = urlparse(location)
+        if parsed.scheme not in ("", "file"):
+            return  # a remote artifact store: its first write is the parent's suite file, checked in start_parent
+        folder = Path(unquote(parsed.path))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check."):
+                pass
+        except OSError as err:
+            raise BenchmarkError(f"artifact store {folder} cannot be written: {err.strerror or err}") from None
 
     def start_parent(
         self,
@@ -216,28 +234,44 @@ class Tracker:
         device: str,
         extra: dict[str, Any],
         resume: bool,
+        version: str,
         description: str | None = None,
-    ) -> tuple[str, bool]:
-        """The parent run to log into: the suite's latest one when resuming, else a new one."""
+    ) -> tuple[str, bool, str]:
+        """The parent run to log into, whether it is resumed, and a note to print.
+
+        Resuming takes the latest parent that ran this version of the suite (``version``: a hash of its content);
+        an edited suite starts a new parent, so one parent never mixes two configurations.
+        """
         exp = self.experiment_id(suite_name, description)
+        note = ""
         if resume:
-            parent = self.latest_parent(exp)
+            parent = self.latest_parent(exp, version)
             if parent is not None:
                 _retry(lambda: self.client.update_run(parent, status="RUNNING"))
-                return parent, True
-        tags = {ROLE: "parent", SUITE: suite_name, "mlflow.source.git.commit": git_commit()}
+                return parent, True, note
+            if self.latest_parent(exp) is not None:
+                note = (f"{suite_path} differs from the suite its latest parent run ran: starting a new parent run "
+                        "(its finished cells are not reused; use --rerun to say so explicitly)")
+        tags = {ROLE: "parent", SUITE: suite_name, SUITE_HASH: version, "mlflow.source.git.commit": git_commit()}
         run = _retry(
             lambda: self.client.create_run(exp, run_name=f"{suite_name} · {time.strftime('%Y-%m-%d %H:%M')}",
                                            tags=tags)
         )
         rid = run.info.run_id
-        params = {"suite": suite_name, "device": device, "git_commit": tags["mlflow.source.git.commit"]}
-        params.update({f"version.{k}": v for k, v in library_versions().items()})
-        params.update({f"torch.backends.{k}": v for k, v in backend_flags().items()})
-        params.update(extra)
-        self._log_params(rid, params)
-        _retry(lambda: self.client.log_artifact(rid, str(suite_path)))
-        return rid, False
+        try:
+            params = {"suite": suite_name, "device": device, "git_commit": tags["mlflow.source.git.commit"]}
+            params.update({f"version.{k}": v for k, v in library_versions().items()})
+            params.update({f"torch.backends.{k}": v for k, v in backend_flags().items()})
+            params.update(extra)
+            self._log_params(rid, params)
+            _retry(lambda: self.client.log_artifact(rid, str(suite_path)))
+        except Exception as err:  # nothing ran yet: close the parent and stop with one line
+            try:
+                self.set_status(rid, "FAILED")
+            except Exception:
+                pass
+            raise BenchmarkError(f"tracking store {self.shown_uri} cannot be written: {_first_line(err)}") from None
+        return rid, False, note
 
     def end_parent(self, run_id: str, failed: int, total: int) -> None:
         from mlflow.entities import Metric
@@ -277,18 +311,26 @@ class Tracker:
             if r.info.status == "FINISHED" and CELL_KEY in r.data.tags
         }
 
+    def cell_runs(self, parent_id: str, experiment_id: str, key: str) -> list[Any]:
+        """Every child run of one cell key under a parent."""
+        return _retry(
+            lambda: self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}' and tags.`{CELL_KEY}` = '{key}'"
+            )
+        )
+
+    def set_status(self, run_id: str, status: str) -> None:
+        _retry(lambda: self.client.set_terminated(run_id, status))
+
     def mark_orphans(self, parent_id: str, experiment_id: str) -> int:
-        """RUNNING children whose process is gone (killed) become KILLED; returns how many."""
+        """RUNNING children whose process is gone (see ``claims.owner_alive``) become KILLED; returns how many."""
+        from benchmark.claims import owner_alive
+
         n = 0
-        host = socket.gethostname()
         for r in self.children(parent_id, experiment_id):
-            if r.info.status != "RUNNING":
-                continue
-            tags = r.data.tags
-            if tags.get("benchmark.host") == host and _pid_alive(int(tags.get("benchmark.pid", "0"))):
-                continue
-            _retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
-            n += 1
+            if r.info.status == "RUNNING" and not owner_alive(r.data.tags):
+                self.set_status(r.info.run_id, "KILLED")
+                n += 1
         return n
 
     def kill_own_children(self, parent_id: str, experiment_id: str) -> int:
@@ -297,23 +339,23 @@ class Tracker:
         Found by the pid/host tags rather than by the driver's bookkeeping, so a run whose creation the interrupt
         cut short is caught too, and a run that was already FINISHED is left alone.
         """
-        me, host = str(os.getpid()), socket.gethostname()
+        from benchmark.claims import is_mine
+
         n = 0
         for r in self.children(parent_id, experiment_id):
-            tags = r.data.tags
-            if r.info.status == "RUNNING" and tags.get("benchmark.pid") == me and tags.get("benchmark.host") == host:
+            if r.info.status == "RUNNING" and is_mine(r.data.tags):
                 _retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
                 n += 1
         return n
 
     def start_child(self, parent_id: str, experiment_id: str, cell: Any) -> str:
+        from benchmark.claims import owner_tags
         tags = {
             PARENT: parent_id,
             ROLE: "cell",
             CELL_KEY: cell.key,
             SUITE: cell.suite,
-            "benchmark.pid": str(os.getpid()),
-            "benchmark.host": socket.gethostname(),
+            **owner_tags(),
             **cell.tags(),
         }
         run = _retry(lambda: self.client.create_run(experiment_id, run_name=cell.title(), tags=tags))
@@ -378,13 +420,7 @@ def _param_str(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5990] + "..."
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return redact(text.splitlines()[0][:300] if text else type(err).__name__)

@@ -23,7 +23,7 @@ from benchmark.report.html import to_html
 from benchmark.report.plots import figures
 from benchmark.report.source import RunSet, download, load_runs
 from benchmark.report.tables import failed_table, full_table, missing_lines, reference_tables
-from benchmark.tracking import _retry
+from benchmark.tracking import _retry, redact
 
 ARTIFACT_DIR = "report"
 FIGURES = "figures"
@@ -67,7 +67,7 @@ def build_report(
     """Read the runs, write report.md, report.html and figures into ``out/<suite>/``, log them to the parent."""
     rs = load_runs(tracking_uri, suite, run_id)
     agg = aggregate(rs.runs, SuiteGrid.from_raw(rs.suite_raw))
-    outdir = Path(out) / rs.suite
+    outdir = Path(out) / (_slug(rs.suite).lstrip(".") or "_")  # an experiment named "../x" stays inside --out
     figdir = outdir / FIGURES
     shutil.rmtree(figdir, ignore_errors=True)  # only our own figures folder: stale gallery images must not linger
     figdir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def build_report(
             _retry(lambda: rs.tracker.client.log_artifacts(rs.parent_id, str(outdir), artifact_path=ARTIFACT_DIR))
             logged = True
         except Exception as err:  # the files on disk are the report; the MLflow copy is a convenience
-            print(f"report: could not log the report to run {rs.parent_id}: {err}", file=sys.stderr)
+            print(f"report: could not log the report to run {rs.parent_id}: {redact(str(err))}", file=sys.stderr)
     return ReportResult(outdir, files, rs.parent_id, logged, agg)
 
 
@@ -133,7 +133,7 @@ def _document(
     blocks: list[Block] = [
         Heading(f"Report: suite {rs.suite}", 1),
         Text(
-            f"Parent run {rs.parent_name} ({rs.parent_id}) in {rs.tracker.uri}; suite file: "
+            f"Parent run {rs.parent_name} ({rs.parent_id}) in {rs.tracker.shown_uri}; suite file: "
             f"{rs.suite_file or 'not found among the parent run artifacts'}. "
             f"{finished} finished cells"
             + (f" of {expected} expected" if expected else "")

@@ -63,7 +63,7 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
     """The latest parent run of ``suite`` (or the parent ``run_id``) with its children; BenchmarkError if none."""
     if not suite and not run_id:
         raise BenchmarkError("report: give --suite NAME (its latest run) or --run-id ID (a parent run)")
-    tracker = Tracker(tracking_uri)
+    tracker = Tracker(tracking_uri, read_only=True)
     client = tracker.client
     if run_id:
         parent = _get_run(tracker, run_id)
@@ -80,10 +80,10 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
         if exp is None:
             known = sorted(e.name for e in _retry(lambda: client.search_experiments()) if e.name != "Default")
             hint = f"; suites with runs: {', '.join(known)}" if known else ""
-            raise BenchmarkError(f"no runs of suite '{suite}' in {tracker.uri}{hint}")
+            raise BenchmarkError(f"no runs of suite '{suite}' in {tracker.shown_uri}{hint}")
         latest = tracker.latest_parent(exp.experiment_id)
         if latest is None:
-            raise BenchmarkError(f"suite '{suite}' has no parent run in {tracker.uri}; run it first")
+            raise BenchmarkError(f"suite '{suite}' has no parent run in {tracker.shown_uri}; run it first")
         parent = _get_run(tracker, latest)
     children = tracker.children(parent.info.run_id, parent.info.experiment_id)
     runs = [_cell_run(r) for r in children if r.data.tags.get(ROLE, "cell") == "cell"]
@@ -103,7 +103,7 @@ def _get_run(tracker: Tracker, run_id: str) -> Any:
     try:
         return _retry(lambda: tracker.client.get_run(run_id))
     except Exception:
-        raise BenchmarkError(f"run {run_id} not found in {tracker.uri}") from None
+        raise BenchmarkError(f"run {run_id} not found in {tracker.shown_uri}") from None
 
 
 def _cell_run(r: Any) -> CellRun:
