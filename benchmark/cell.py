@@ -23,6 +23,7 @@ import torch
 from adapters.base import Attack, AttackContext, PoisonResult, check_budget
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
+from benchmark.filtering import filtered_heads_stage
 from benchmark.hashing import stable_hash
 from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
@@ -183,7 +184,11 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed)
     m.update(attacked)
     rec.results["budget_check"] = "passed"
-    heads, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
+    if cell.filter is None:
+        heads, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
+    else:  # the filter sees each trial's training set and the head is fitted on what it keeps
+        edits = poison_edits(task, result, extractor, device)
+        heads, refit = filtered_heads_stage(cell.filter, task.f_train, task.y_train, edits, fit, cell.seed)
     m.update(refit)
     m.update(outcome_stage(task, result, heads, m["clean_accuracy"]))
     rec.results["robust_eps_used"] = eps = _robust_eps(cell, attack)
@@ -328,6 +333,17 @@ def poisoned_heads_stage(
 ) -> tuple[list[LinearHead], Metrics]:
     """One head per trial, refitted on the clean set with that trial's rows replaced (all trials together)."""
     t0 = time.perf_counter()
+    edits = poison_edits(task, result, extractor, device)
+    heads = refit_heads(
+        task.f_train, task.y_train, edits, cell.head.name, cell.head.params, device=device, init=clean_head
+    )
+    return heads, {"refit_seconds": time.perf_counter() - t0}
+
+
+def poison_edits(
+    task: Task, result: PoisonResult, extractor: torch.nn.Module, device: torch.device
+) -> list[RowEdit]:
+    """Each trial as the rows of the clean training features it replaces, with their poisoned features."""
     sizes = [len(trial.indices) for trial in result.trials]
     changed = [t for t, n in zip(result.trials, sizes, strict=True) if n]
     if not changed:
@@ -336,14 +352,10 @@ def poisoned_heads_stage(
         new_rows = torch.cat([t.features for t in changed])
     else:  # every trial's poisons in one pass through the extractor
         new_rows = extract_features(extractor, torch.cat([t.x for t in changed]), device)
-    edits = [
+    return [
         RowEdit(trial.indices, rows.to(task.f_train.dtype), trial.y)
         for trial, rows in zip(result.trials, new_rows.split(sizes), strict=True)
     ]
-    heads = refit_heads(
-        task.f_train, task.y_train, edits, cell.head.name, cell.head.params, device=device, init=clean_head
-    )
-    return heads, {"refit_seconds": time.perf_counter() - t0}
 
 
 def outcome_stage(task: Task, result: PoisonResult, heads: list[LinearHead], clean_accuracy: float) -> Metrics:

@@ -74,6 +74,8 @@ class Suite(Strict):
     defenses: dict[str, ComponentSpec] = Field(min_length=1)
     attacks: dict[str, ComponentSpec] = Field(min_length=1)
     head: ComponentSpec = ComponentSpec(name="linear_svc")
+    # a poison filter (benchmark/filters) between the attack and the poisoned heads, for every cell; none when absent
+    filter: ComponentSpec | None = None
     evaluation: EvaluationSpec = EvaluationSpec()
     grid: GridSpec = GridSpec()
     references: list[ReferenceSpec] = Field(default_factory=list)
@@ -130,21 +132,26 @@ class Cell(Strict):
     attack: Resolved
     head: Resolved
     evaluation: EvaluationSpec
+    filter: Resolved | None = None
 
     @property
     def key(self) -> str:
         """Stable key: the resolved configuration plus the version of every stage (``benchmark/versions.py``)."""
-        body = self.model_dump(mode="json", exclude={"suite"})
+        # no filter leaves the key of a cell as it was before filters existed
+        body = self.model_dump(mode="json", exclude={"suite"} | ({"filter"} if self.filter is None else set()))
         return stable_hash({"cell": body, "versions": versions()})
 
     def tags(self) -> dict[str, str]:
-        return {
+        tags = {
             "dataset": self.dataset,
             "backbone": self.backbone.label,
             "defense": self.defense.label,
             "attack": self.attack.label,
             "seed": str(self.seed),
         }
+        if self.filter is not None:
+            tags["filter"] = self.filter.label
+        return tags
 
     def axis_value(self, axis: str) -> Any:
         return self.seed if axis == "seed" else self.tags()[axis]
@@ -164,8 +171,10 @@ class Cell(Strict):
                 out[f"{role}.{k}"] = v
             for k, v in params.items():
                 out[f"{role}.params.{k}"] = v
-        for role in ("backbone", "defense", "attack", "head"):
+        for role in ("backbone", "defense", "attack", "head", "filter"):
             comp = getattr(self, role)
+            if comp is None:
+                continue
             out[f"{role}"] = comp.name
             for k, v in comp.params.items():
                 out[f"{role}.{k}"] = v
@@ -247,6 +256,10 @@ def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
         for label, spec in getattr(suite, section).items():
             out[kind][label] = _resolve(kind, section, label, spec)
     out["head"] = _resolve("head", "head", suite.head.name or "linear_svc", suite.head)
+    if suite.filter is not None:
+        if not suite.filter.name:
+            raise ParamError("filter.name: required key is missing (a filter has no label to default to)")
+        out["filter"] = _resolve("filter", "filter", suite.filter.name, suite.filter)
     return out
 
 
@@ -293,6 +306,7 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             attack=resolved["attack"][at],
             head=resolved["head"],
             evaluation=suite.evaluation,
+            filter=resolved.get("filter"),
         )
         if any(_matches(cell, rule) for rule in suite.grid.exclude):
             continue
