@@ -204,6 +204,9 @@ def backbone_stage(
     """The backbone trained on the external data under the defense, from the cache when it holds it."""
     bkey = backbone_key(cell)
     backbone = build_backbone(cell.backbone.name, cell.backbone.params, num_classes=external.num_classes)
+    if backbone.pretrained:
+        log.info("external training skipped: backbone '%s' comes pretrained and frozen", cell.backbone.label)
+        return backbone, {}, {"external_training_skipped": 1.0}
     stored = cache.load("backbone", bkey)
     if stored is not None:
         backbone.load_state_dict(stored["state_dict"])
