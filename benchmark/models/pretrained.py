@@ -120,6 +120,9 @@ def robustbench_backbone(params: RobustBenchParams, num_classes: int) -> Backbon
     return frozen_backbone(model, strip_last_linear(model), num_classes)
 
 
+robustbench_backbone.pretrained = True  # the dry-run estimate counts no training for it
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # timm
 
@@ -163,3 +166,6 @@ def timm_backbone(params: TimmParams, num_classes: int) -> Backbone:
     model.reset_classifier(0)  # timm's own pooled pre-logits features
     features = nn.Sequential(Normalise(cfg["mean"], cfg["std"]), model)
     return frozen_backbone(features, model.num_features, num_classes)
+
+
+timm_backbone.pretrained = True

@@ -125,3 +125,15 @@ def test_cell_with_a_robustbench_backbone_skips_external_training(zoo_dir, tmp_p
     assert "train_seconds" not in rec.metrics and not rec.curves
     assert any("external training skipped" in line for line in rec.logs)
     assert 0.0 <= rec.metrics["clean_accuracy"] <= 1.0
+
+
+def test_dry_run_counts_no_training_for_a_pretrained_backbone(zoo_dir, smoke_dict) -> None:
+    from benchmark.estimate import estimate
+
+    root, _ = zoo_dir
+    trained = parse_suite(smoke_dict)
+    assert estimate(trained, expand(trained), gpu=False).seconds["training"] > 0
+    smoke_dict["backbones"] = {"wong": {"name": "robustbench", "params": {"model": "Wong2020Fast",
+                                                                            "model_dir": str(root)}}}
+    pretrained = parse_suite(smoke_dict)
+    assert estimate(pretrained, expand(pretrained), gpu=False).seconds["training"] == 0.0
