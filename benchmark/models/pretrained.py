@@ -68,9 +68,9 @@ def _robustbench():
             import pyautoattack
 
             sys.modules["autoattack"] = pyautoattack
-    with warnings.catch_warnings():  # robustbench imports the deprecated pkg_resources
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # robustbench imports pkg_resources and torch.jit.interface, both deprecated
+        for category in (UserWarning, DeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)
         import robustbench.utils
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
