@@ -7,11 +7,11 @@ import copy
 from typing import Any
 
 import pytest
+from conftest import mnist_path
 
 from benchmark.cell import RunOptions, run_cell
 from benchmark.errors import SuiteError
 from benchmark.suite import expand, parse_suite
-from conftest import mnist_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

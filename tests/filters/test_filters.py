@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import mnist_path
 
 from benchmark.errors import ParamError
 from benchmark.filters import make_filter
-from conftest import mnist_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

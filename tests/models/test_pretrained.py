@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from benchmark.cell import RunOptions, run_cell
 from benchmark.errors import SuiteError
 from benchmark.models import PretrainedWeightsError, build_backbone, feature_extractor
 from benchmark.models.pretrained import _robustbench
 from benchmark.suite import expand, parse_suite
-from conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
