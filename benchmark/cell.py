@@ -24,6 +24,7 @@ from adapters.base import Attack, AttackContext, PoisonResult, run_attack
 from benchmark.artifacts import label_flip_artifacts
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
+from benchmark.filtering import filtered_heads_stage
 from benchmark.hashing import stable_hash
 from benchmark.heads import fit_head
 from benchmark.linear import HeadOnFeatures, LinearHead
@@ -186,7 +187,7 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed, classes)
     m.update(attacked)
     rec.results["budget_check"] = "passed"
-    heads, edits, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, device)
+    heads, edits, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, fit, device)
     m.update(refit)
     outcome, outcome_files = outcome_stage(task, result, clean_head, m["clean_accuracy"], heads, edits)
     m.update(outcome)
@@ -205,6 +206,9 @@ def backbone_stage(
     """The backbone trained on the external data under the defense, from the cache when it holds it."""
     bkey = backbone_key(cell)
     backbone = build_backbone(cell.backbone.name, cell.backbone.params, num_classes=external.num_classes)
+    if backbone.pretrained:
+        log.info("external training skipped: backbone '%s' comes pretrained and frozen", cell.backbone.label)
+        return backbone, {}, {"external_training_skipped": 1.0}
     stored = cache.load("backbone", bkey)
     if stored is not None:
         backbone.load_state_dict(stored["state_dict"])
@@ -331,10 +335,26 @@ def poisoned_heads_stage(
     result: PoisonResult,
     extractor: torch.nn.Module,
     clean_head: LinearHead,
+    fit: HeadFitter,
     device: torch.device,
 ) -> tuple[list[LinearHead], list[RowEdit], Metrics]:
-    """One head per trial, refitted on the clean set with that trial's rows replaced (all trials together)."""
+    """One head per trial on the clean set with that trial's rows replaced: all refitted together from the clean
+    head, or, when the suite names a filter, each fitted on the rows the filter keeps of its training set."""
     t0 = time.perf_counter()
+    edits = poison_edits(task, result, extractor, device)
+    if cell.filter is not None:
+        heads, metrics = filtered_heads_stage(cell.filter, task.f_train, task.y_train, edits, fit, cell.seed)
+        return heads, edits, metrics
+    heads = refit_heads(
+        task.f_train, task.y_train, edits, cell.head.name, cell.head.params, device=device, init=clean_head
+    )
+    return heads, edits, {"refit_seconds": time.perf_counter() - t0}
+
+
+def poison_edits(
+    task: Task, result: PoisonResult, extractor: torch.nn.Module, device: torch.device
+) -> list[RowEdit]:
+    """Each trial as the rows of the clean training features it replaces, with their poisoned features."""
     sizes = [len(trial.indices) for trial in result.trials]
     changed = [t for t, n in zip(result.trials, sizes, strict=True) if n]
     if not changed:
@@ -343,14 +363,10 @@ def poisoned_heads_stage(
         new_rows = torch.cat([t.features for t in changed])
     else:  # every trial's poisons in one pass through the extractor
         new_rows = extract_features(extractor, torch.cat([t.x for t in changed]), device)
-    edits = [
+    return [
         RowEdit(trial.indices, rows.to(task.f_train.dtype), trial.y)
         for trial, rows in zip(result.trials, new_rows.split(sizes), strict=True)
     ]
-    heads = refit_heads(
-        task.f_train, task.y_train, edits, cell.head.name, cell.head.params, device=device, init=clean_head
-    )
-    return heads, edits, {"refit_seconds": time.perf_counter() - t0}
 
 
 def outcome_stage(

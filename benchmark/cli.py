@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite")
     p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
     p = sub.add_parser("list", help="list attacks, defenses, datasets, backbones and heads with their parameters")
-    p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head"))
+    p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head", "filter"))
     p = sub.add_parser("report", help="tables and plots from the MLflow runs of a suite")
     p.add_argument("--suite", help="suite name (its MLflow experiment)")
     p.add_argument("--run-id", help="a parent run id")

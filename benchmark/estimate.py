@@ -168,6 +168,8 @@ def _rate(table: dict[str, float], backbone: str) -> float:
 
 
 def _training_passes(cell: Cell, ext: _Size) -> float:
+    if getattr(REGISTRY.get("backbone", cell.backbone.name).factory, "pretrained", False):
+        return 0.0  # robustbench / timm: no external training
     defense = make_defense(cell.defense.name, cell.defense.params)
     per_image = defense.passes_per_image()
     return ext.train * defense.params.max_epochs * per_image + ext.test * FORWARD_FRACTION

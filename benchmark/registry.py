@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from benchmark.errors import ParamError
 
-KINDS = ("dataset", "backbone", "defense", "attack", "head")
+KINDS = ("dataset", "backbone", "defense", "attack", "head", "filter")
 # kinds whose components are classes (name, description, Params), open to plugins: kind -> entry-point group
-ENTRY_POINT_GROUPS = {"attack": "benchmark.attacks", "defense": "benchmark.defenses"}
+ENTRY_POINT_GROUPS = {"attack": "benchmark.attacks", "defense": "benchmark.defenses", "filter": "benchmark.filters"}
 
 
 class Params(BaseModel):
@@ -180,5 +180,6 @@ BUILTIN_MODULES = [
     "benchmark.models",
     "benchmark.defenses",
     "benchmark.heads",
+    "benchmark.filters",
     "adapters",
 ]

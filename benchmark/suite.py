@@ -89,6 +89,8 @@ class Suite(Strict):
     defenses: dict[str, ComponentSpec] = Field(min_length=1)
     attacks: dict[str, ComponentSpec] = Field(min_length=1)
     head: ComponentSpec = ComponentSpec(name="linear_svc")
+    # a poison filter (benchmark/filters) between the attack and the poisoned heads, for every cell; none when absent
+    filter: ComponentSpec | None = None
     evaluation: EvaluationSpec = EvaluationSpec()
     grid: GridSpec = GridSpec()
     references: list[ReferenceSpec] = Field(default_factory=list)
@@ -216,17 +218,19 @@ class Cell(Strict):
     attack: Resolved
     head: Resolved
     evaluation: EvaluationSpec
+    filter: Resolved | None = None
     # axis -> (written label, swept parameter values); the variant's label and params already carry them
     sweeps: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
 
     @property
     def key(self) -> str:
         """Stable key: the resolved configuration plus the version of every stage (``benchmark/versions.py``)."""
-        body = self.model_dump(mode="json", exclude={"suite", "sweeps"})
+        # no filter leaves the key of a cell as it was before filters existed
+        body = self.model_dump(mode="json", exclude={"suite", "sweeps"} | ({"filter"} if self.filter is None else set()))
         return stable_hash({"cell": body, "versions": versions()})
 
     def tags(self) -> dict[str, str]:
-        return {
+        tags = {
             "dataset": self.dataset,
             "backbone": self.backbone.label,
             "defense": self.defense.label,
@@ -234,6 +238,9 @@ class Cell(Strict):
             "seed": str(self.seed),
             **self.sweep_tags(),
         }
+        if self.filter is not None:
+            tags["filter"] = self.filter.label
+        return tags
 
     def sweep_tags(self) -> dict[str, str]:
         """``attack.base: poison_frog``, ``sweep.attack.num_poisons: 5``: for grouping and plotting in the UI."""
@@ -262,8 +269,10 @@ class Cell(Strict):
                 out[f"{role}.{k}"] = v
             for k, v in params.items():
                 out[f"{role}.params.{k}"] = v
-        for role in ("backbone", "defense", "attack", "head"):
+        for role in ("backbone", "defense", "attack", "head", "filter"):
             comp = getattr(self, role)
+            if comp is None:
+                continue
             out[f"{role}"] = comp.name
             for k, v in comp.params.items():
                 out[f"{role}.{k}"] = v
@@ -360,6 +369,10 @@ def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
                 except ParamError as err:  # name the sweep, not the generated label, when a swept value is bad
                     raise ParamError(_sweep_path(str(err), section, label, v)) from None
     out["head"] = _resolve("head", "head", suite.head.name or "linear_svc", suite.head)
+    if suite.filter is not None:
+        if not suite.filter.name:
+            raise ParamError("filter.name: required key is missing (a filter has no label to default to)")
+        out["filter"] = _resolve("filter", "filter", suite.filter.name, suite.filter)
     return out
 
 
@@ -417,6 +430,7 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             attack=resolved["attack"][at],
             head=resolved["head"],
             evaluation=suite.evaluation,
+            filter=resolved.get("filter"),
             sweeps={
                 axis: (variants[axis][label].base, variants[axis][label].swept)
                 for axis, label in (("defense", df), ("attack", at))

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses import Defense, DefenseParams, make_defense
@@ -88,6 +87,20 @@ def _make_optimizer(model: nn.Module, p: DefenseParams) -> torch.optim.Optimizer
     return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
 
+def _check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int) -> None:
+    """Fail before training when the model has fewer outputs than the data has classes (eval mode: no state moves)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    model.train(was_training)
+    if out.ndim != 2 or out.shape[1] < n_classes:
+        raise ValueError(
+            f"the backbone outputs {tuple(out.shape[1:])} scores per image but the training data has {n_classes} "
+            f"classes; build the backbone with num_classes={n_classes}"
+        )
+
+
 def train_backbone(
     backbone: nn.Module,
     x: torch.Tensor,
@@ -145,15 +158,16 @@ def train_backbone(
     curves: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "epoch_seconds": []}
     stopped_early = False
     total_time = 0.0
-    checked_outputs = False
 
+    with _autocast(device, p.precision):  # in the precision training runs in
+        _check_outputs(model, xd[:1], n_classes)
     fork_devices = [device] if cuda else []
     with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
         torch.manual_seed(seed)  # a defense's randomness (PGD random start) draws from the global generator
         backbone.train()
-        epoch_iter = progress_bar(range(p.max_epochs), desc=f"train {defense.name}") if progress else range(
-            p.max_epochs
-        )
+        replays = defense.replays()
+        n_epochs = math.ceil(p.max_epochs / replays)
+        epoch_iter = progress_bar(range(n_epochs), desc=f"train {defense.name}") if progress else range(n_epochs)
         for epoch in epoch_iter:
             _sync(device)
             start = time.perf_counter()
@@ -163,24 +177,16 @@ def train_backbone(
             for i in range(0, n, p.batch_size):
                 idx = perm[i : i + p.batch_size]
                 xb, yb = xd[idx], yd[idx]
-                with _autocast(device, p.precision):
-                    xb = defense.training_batch(model, xb, yb)
-                    out = model(xb)
-                if not checked_outputs:
-                    checked_outputs = True
-                    if out.ndim != 2 or out.shape[1] < n_classes:
-                        raise ValueError(
-                            f"the backbone outputs {tuple(out.shape[1:])} scores per image but the training data "
-                            f"has {n_classes} classes; build the backbone with num_classes={n_classes}"
-                        )
-                loss = F.cross_entropy(out.float(), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * len(yb)
-                correct += (out.detach().argmax(dim=1) == yb).sum()
-            epoch_loss = loss_sum.item() / n  # syncs
-            epoch_acc = correct.item() / n
+                for _ in range(replays):
+                    with _autocast(device, p.precision):
+                        loss, out = defense.training_loss(model, xb, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    loss_sum += loss.detach() * len(yb)
+                    correct += (out.detach().argmax(dim=1) == yb).sum()
+            epoch_loss = loss_sum.item() / (n * replays)  # syncs
+            epoch_acc = correct.item() / (n * replays)
             seconds = time.perf_counter() - start
             total_time += seconds
             curves["train_loss"].append(epoch_loss)
@@ -192,7 +198,7 @@ def train_backbone(
                     f"(lr={p.lr}, optimizer={p.optimizer}); try a smaller learning rate"
                 )
             if epoch_acc > p.stop_at:
-                stopped_early = epoch + 1 < p.max_epochs
+                stopped_early = epoch + 1 < n_epochs
                 break
 
     backbone.eval()

@@ -163,7 +163,8 @@ def test_list_shows_components_with_parameters(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in ("label_flip", "poison_frog", "adv_poison", "pgd", "fgsm", "naive", "synthetic", "npz", "small_cnn",
-                 "vgg13", "resnet18", "linear_svc"):
+                 "vgg13", "resnet18", "linear_svc", "trades", "fast_at", "free_at", "robustbench", "timm", "knn_label",
+                 "art_activation_clustering", "art_spectral_signature"):
         assert f"  {name} " in out, name
     assert "rate = 0.02" in out
 

@@ -91,7 +91,7 @@ INVALID = [
     ("attacks.label_flip.params.rate", -0.1, "attacks.label_flip.params.rate: Input should be greater than or equal to 0"),
     ("attacks.label_flip.params.colour", 1, "attacks.label_flip.params.colour: unknown key"),
     ("defenses.pgd.params.eps", 2.0, "defenses.pgd.params.eps"),
-    ("defenses.naive.name", "mixup", "defenses.naive.name: unknown defense 'mixup'; known: fgsm, naive, pgd"),
+    ("defenses.naive.name", "mixup", "defenses.naive.name: unknown defense 'mixup'; known: fast_at, fgsm, free_at, naive, pgd, trades"),
     ("backbones.small_cnn.name", "vgg99", "backbones.small_cnn.name: unknown backbone 'vgg99'"),
     ("datasets.synthetic.target.classes", [], "datasets.synthetic.target.classes"),
     ("datasets.synthetic.target.name", "imagenet", "datasets.synthetic.target.name: unknown dataset 'imagenet'"),

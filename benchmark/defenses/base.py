@@ -3,7 +3,9 @@
 A defense is a small class like an attack: the constructor holds and validates its hyper-parameters (a pydantic
 model, cross-parameter checks in ``_check_params``), ``training_batch`` turns a model and a clean batch into the
 batch it is trained on. The training loop (optimizer, epochs, precision) is the same for every defense and reads
-its settings from ``DefenseParams``, which every defense's ``Params`` extends.
+its settings from ``DefenseParams``, which every defense's ``Params`` extends. A defense whose loss is not
+cross-entropy on one batch (TRADES) overrides ``training_loss``; one that takes several optimizer steps per
+minibatch (free adversarial training) returns their number from ``replays``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, ValidationError, field_validator
 from torch import nn
 
@@ -60,7 +63,8 @@ class Defense:
     """Base class of every defense.
 
     Subclasses set ``name``, ``description``, ``Params`` (a ``DefenseParams`` model) and implement
-    ``training_batch``; ``passes_per_image`` says what one training image costs, for the dry-run estimate.
+    ``training_batch`` (or ``training_loss``); ``passes_per_image`` says what one training image costs per epoch
+    and replay, for the dry-run estimate.
     """
 
     name: ClassVar[str] = ""
@@ -87,6 +91,18 @@ class Defense:
         Called in the training loop under its autocast; randomness must come from torch's global generator, which
         the loop seeds. The default is the clean batch (standard training)."""
         return x
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss minimised on the clean batch ``x`` and the logits whose accuracy is the training accuracy.
+
+        The default is cross-entropy on ``training_batch``; called under the loop's autocast."""
+        out = model(self.training_batch(model, x, y))
+        return F.cross_entropy(out.float(), y), out
+
+    def replays(self) -> int:
+        """Optimizer steps on each minibatch, in a row (free adversarial training's m). The loop then runs
+        ceil(max_epochs / replays) epochs, so ``max_epochs`` keeps counting passes over the data."""
+        return 1
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"

@@ -1,5 +1,6 @@
-"""Adversarial examples for adversarial training and robust-accuracy checks: torchattacks' FGSM and PGD, with the
-choices of the paper's code fixed and documented.
+"""Adversarial examples for adversarial training and robust-accuracy checks: torchattacks' FGSM and PGD (with the
+choices of the paper's code fixed and documented), FFGSM (fast adversarial training's FGSM with a random start) and
+TPGD (TRADES' inner maximisation of the KL divergence from the clean prediction).
 
 Why torchattacks rather than our own PGD: FGSM and PGD are the *defences* here, not the object of study, so we use
 the reference implementation the community audits; our own would be one more place where an off-by-one in the
@@ -26,6 +27,8 @@ from torch import nn
 from benchmark.linf import default_step_size
 
 ExampleGenerator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Kind = Literal["fgsm", "pgd", "fast_fgsm", "trades_kl"]
+FAST_STEP_FRACTION = 1.25  # Wong et al. 2020: FGSM step 1.25 * eps after a uniform random start
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -36,7 +39,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def make_attack(
-    kind: Literal["fgsm", "pgd"],
+    kind: Kind,
     model: nn.Module,
     eps: float,
     steps: int = 40,
@@ -44,7 +47,7 @@ def make_attack(
     random_start: bool = False,
     model_training: bool = False,
 ) -> torchattacks.attack.Attack:
-    """The configured torchattacks object (FGSM or PGD, L-inf, images in [0, 1])."""
+    """The configured torchattacks object (L-inf, images in [0, 1]); ``trades_kl`` needs ``step_size``."""
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps must be in [0, 1] (images are in [0, 1]); got {eps}")
     if kind == "fgsm":
@@ -54,8 +57,15 @@ def make_attack(
             raise ValueError(f"PGD steps must be >= 1; got {steps}")
         alpha = default_step_size(eps) if step_size is None else step_size
         atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    elif kind == "fast_fgsm":
+        alpha = FAST_STEP_FRACTION * eps if step_size is None else step_size
+        atk = torchattacks.FFGSM(model, eps=eps, alpha=alpha)
+    elif kind == "trades_kl":
+        if steps < 1 or step_size is None:
+            raise ValueError(f"TRADES' KL-PGD needs steps >= 1 and a step_size; got {steps}, {step_size}")
+        atk = torchattacks.TPGD(model, eps=eps, alpha=step_size, steps=steps)
     else:
-        raise ValueError(f"unknown adversarial example kind {kind!r}; expected 'fgsm' or 'pgd'")
+        raise ValueError(f"unknown adversarial example kind {kind!r}; expected one of {Kind.__args__}")
     # torchattacks reads the device from the model's parameters at construction; set it explicitly for
     # parameter-less wrappers.
     atk.set_device(_model_device(model))
@@ -65,7 +75,7 @@ def make_attack(
 
 
 def make_example_generator(
-    kind: Literal["fgsm", "pgd"],
+    kind: Kind,
     model: nn.Module,
     eps: float,
     steps: int = 40,
@@ -78,6 +88,10 @@ def make_example_generator(
     ``kind="fgsm"``: one signed-gradient step of size ``eps``, clamped to [0, 1] (paper code).
     ``kind="pgd"``: ``steps`` signed-gradient steps of size ``step_size`` (None: 0.333 * eps, paper code), each
     projected on the eps-ball and clamped to [0, 1]; no random start by default (paper code).
+    ``kind="fast_fgsm"``: a uniform start in the eps-ball, one signed step of ``step_size`` (None: 1.25 * eps),
+    projected and clamped (Wong et al. 2020).
+    ``kind="trades_kl"``: ``steps`` signed steps of ``step_size`` maximising KL(clean prediction || prediction),
+    from ``x`` plus N(0, 0.001^2) noise (Zhang et al. 2019); the labels are not used.
 
     ``x`` is float in [0, 1] NCHW, ``y`` row indices; the result is detached, on the model's device, with the
     memory format of ``x``. Gradients are enabled inside, so it also works under ``torch.no_grad()``.
@@ -102,3 +116,18 @@ def make_example_generator(
             model.train(was_training)
 
     return generate
+
+
+class BoundGenerator:
+    """A defense's example generator, built once per model it is called with (torchattacks binds an attack to one
+    model); called as ``(model, x, y) -> x_adv`` in the dtype of ``x``."""
+
+    def __init__(self, build: Callable[[nn.Module], ExampleGenerator]) -> None:
+        self._build = build
+        self._model: nn.Module | None = None
+        self._generate: ExampleGenerator | None = None
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self._model is not model or self._generate is None:
+            self._model, self._generate = model, self._build(model)
+        return self._generate(x, y).to(x.dtype)

@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from benchmark.defenses.base import Defense, DefenseParams, EpsParams, register
-from benchmark.defenses.examples import ExampleGenerator, make_example_generator
+from benchmark.defenses.examples import BoundGenerator, ExampleGenerator, make_example_generator
 
 
 class NaiveParams(DefenseParams):
@@ -34,8 +34,7 @@ class AdversarialTraining(Defense):
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
-        self._model: nn.Module | None = None
-        self._generate: ExampleGenerator | None = None
+        self._examples = BoundGenerator(self.example_generator)
 
     def example_generator(self, model: nn.Module) -> ExampleGenerator:
         raise NotImplementedError
@@ -45,9 +44,7 @@ class AdversarialTraining(Defense):
         n_adv = len(x) if p.adv_fraction >= 1 else int(round(p.adv_fraction * len(x)))
         if n_adv == 0:
             return x
-        if self._model is not model:  # torchattacks binds an attack to one model
-            self._model, self._generate = model, self.example_generator(model)
-        x_adv = self._generate(x[:n_adv], y[:n_adv]).to(x.dtype)
+        x_adv = self._examples(model, x[:n_adv], y[:n_adv])
         return x_adv if n_adv == len(x) else torch.cat([x_adv, x[n_adv:]])
 
 

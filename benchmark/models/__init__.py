@@ -1,9 +1,10 @@
-"""Backbones: VGG13 (paper style), CIFAR-style ResNet-18, a small CNN for CPU, and the frozen feature extractor.
+"""Backbones: VGG13 (paper style), CIFAR-style ResNet-18, a small CNN for CPU, RobustBench and timm pretrained
+models, and the frozen feature extractor.
 
 Importing this package registers the built-in backbone components (registry kind ``"backbone"``).
 """
 
-from benchmark.models import resnet, small_cnn, vgg  # noqa: F401  (register built-ins)
+from benchmark.models import pretrained, resnet, small_cnn, vgg  # noqa: F401  (register built-ins)
 from benchmark.models.base import (
     Backbone,
     FrozenFeatures,

@@ -39,7 +39,12 @@ class ChannelsLast(nn.Module):
 
 
 class Backbone(nn.Module):
-    """``features``: image (N, 3, H, W) in [0, 1] -> (N, feature_dim); ``classifier``: feature_dim -> num_classes."""
+    """``features``: image (N, 3, H, W) in [0, 1] -> (N, feature_dim); ``classifier``: feature_dim -> num_classes.
+
+    ``pretrained``: the features come trained and frozen (``benchmark/models/pretrained.py``); the cell skips the
+    external training."""
+
+    pretrained: bool = False
 
     def __init__(self, features: nn.Module, feature_dim: int, num_classes: int) -> None:
         super().__init__()
