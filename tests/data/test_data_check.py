@@ -109,7 +109,7 @@ def test_mnist_cpu_on_torchvision_reads_the_subsets_images(tmp_path, capsys):
     npz = mnist_path()
     root = write_mnist_raw(npz, tmp_path / "data")
     assert main(["validate", str(MNIST_CPU), "--data-root", str(root)]) == 0
-    assert "valid suite 'mnist-cpu', 12 cells" in capsys.readouterr().out
+    assert "valid suite 'mnist-cpu', 30 cells" in capsys.readouterr().out
     cell = expand(load_suite(MNIST_CPU))[0]
     for spec in (cell.external, cell.target):
         assert spec.name == "mnist"
