@@ -22,8 +22,9 @@ from benchmark import COMMAND
 STOP_GRACE_SECONDS = 10.0  # SIGTERM to the group, then SIGKILL for whatever is left
 
 
-class _Stop(Exception):
-    """SIGTERM arrived: leave the wait and stop the server group."""
+class _Stop(BaseException):
+    """SIGTERM arrived: leave the wait and stop the server group (a BaseException, like KeyboardInterrupt, so that
+    no ``except Exception`` on the way, such as the link listing's, can swallow it)."""
 
 
 def server_command(uri: str, host: str, port: int) -> list[str]:
