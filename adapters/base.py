@@ -11,16 +11,16 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
-from benchmark.errors import AttackError, BudgetError, ParamError
+from benchmark.errors import AttackError, BudgetError
 from benchmark.linear import LinearHead
 from benchmark.models import extract_features
-from benchmark.registry import REGISTRY, Params, format_validation_error
+from benchmark.registry import REGISTRY, Configurable, Params
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class BudgetReport:
         )
 
 
-class Attack:
+class Attack(Configurable):
     """Base class of every poisoning attack.
 
     Subclasses set ``name``, ``description``, ``Params`` (a ``benchmark.registry.Params`` model) and implement
@@ -130,21 +130,12 @@ class Attack:
     ``max_poisons`` the number of training rows an attack may change (None: unbounded).
     """
 
+    kind = "attack"
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = Params
     targeted: ClassVar[bool] = False
     space: ClassVar[str] = "image"
-
-    def __init__(self, **params: Any) -> None:
-        try:
-            self.params = self.Params(**params)
-        except ValidationError as err:
-            raise ParamError(f"attack '{self.name}': {format_validation_error(err)}") from None
-        self._check_params()
-
-    def _check_params(self) -> None:
-        """Checks spanning several parameters; raise ParamError with a clear message."""
 
     @property
     def budget_eps(self) -> float:
@@ -166,9 +157,6 @@ class Attack:
 
     def __call__(self, ctx: AttackContext) -> PoisonResult:
         return self.forward(ctx)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.params!r})"
 
 
 def check_budget(

@@ -117,11 +117,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from benchmark.tracking import default_tracking_uri
+    from benchmark.tracking import default_tracking_uri, redact
     from benchmark.ui import serve
 
     uri = default_tracking_uri(args.tracking_uri)
-    print(f"starting the MLflow UI on http://{args.host}:{args.port} over {uri} ...", flush=True)
+    print(f"starting the MLflow UI on http://{args.host}:{args.port} over {redact(uri)} ...", flush=True)
     return serve(uri, args.host, args.port)
 
 

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -31,6 +31,29 @@ class Params(BaseModel):
 
 class NoParams(Params):
     pass
+
+
+class Configurable:
+    """Base of the class components (attacks, defenses, filters): ``Params`` validated at construction and
+    ``_check_params`` for checks spanning several parameters, as ART does; ``kind`` names the component in errors."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as err:
+            raise ParamError(f"{self.kind} '{self.name}': {format_validation_error(err)}") from None
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Checks spanning several parameters; raise ParamError with a clear message."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
 
 
 @dataclass(frozen=True)

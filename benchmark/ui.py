@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 
 from benchmark import COMMAND
+from benchmark.tracking import redact
 
 STOP_GRACE_SECONDS = 10.0  # SIGTERM to the group, then SIGKILL for whatever is left
 
@@ -47,7 +48,8 @@ def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = _say) ->
     try:
         started = time.monotonic()
         if _wait_ready(proc, url):
-            echo(f"MLflow UI ready on {url} over {uri} in {time.monotonic() - started:.1f} s (Ctrl-C to stop)")
+            shown = redact(uri)  # a password in the store's URI is never printed
+            echo(f"MLflow UI ready on {url} over {shown} in {time.monotonic() - started:.1f} s (Ctrl-C to stop)")
             for line in suite_links(uri, url):
                 echo(line)
         return proc.wait()
@@ -78,7 +80,7 @@ def suite_links(uri: str, url: str) -> list[str]:
         f"  {e.name}: {experiment_link(url, e.experiment_id)}"
         for e in sorted(experiments, key=lambda e: e.name)
         if VIEW_TAG in e.tags
-    ] or [f"  no suite has runs in {uri} yet: `{COMMAND} run suites/smoke.yaml` makes some"]
+    ] or [f"  no suite has runs in {redact(uri)} yet: `{COMMAND} run suites/smoke.yaml` makes some"]
 
 
 def experiment_link(url: str, experiment_id: str) -> str:

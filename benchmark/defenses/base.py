@@ -14,11 +14,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
-from benchmark.errors import ParamError
-from benchmark.registry import REGISTRY, Params, format_validation_error
+from benchmark.registry import REGISTRY, Configurable, Params
 
 
 class DefenseParams(Params):
@@ -59,7 +58,7 @@ class EpsParams(DefenseParams):
         return check_eps(value)
 
 
-class Defense:
+class Defense(Configurable):
     """Base class of every defense.
 
     Subclasses set ``name``, ``description``, ``Params`` (a ``DefenseParams`` model) and implement
@@ -67,19 +66,10 @@ class Defense:
     and replay, for the dry-run estimate.
     """
 
+    kind = "defense"
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[DefenseParams]] = DefenseParams
-
-    def __init__(self, **params: Any) -> None:
-        try:
-            self.params = self.Params(**params)
-        except ValidationError as err:
-            raise ParamError(f"defense '{self.name}': {format_validation_error(err)}") from None
-        self._check_params()
-
-    def _check_params(self) -> None:
-        """Checks spanning several parameters; raise ParamError with a clear message."""
 
     def passes_per_image(self) -> float:
         """Forward+backward passes through the backbone per training image (the update itself is one)."""
@@ -103,9 +93,6 @@ class Defense:
         """Optimizer steps on each minibatch, in a row (free adversarial training's m). The loop then runs
         ceil(max_epochs / replays) epochs, so ``max_epochs`` keeps counting passes over the data."""
         return 1
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.params!r})"
 
 
 REGISTRY.declare_base("defense", Defense)

@@ -6,37 +6,23 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import ValidationError
 
-from benchmark.errors import ParamError
-from benchmark.registry import REGISTRY, NoParams, Params, format_validation_error
+from benchmark.registry import REGISTRY, Configurable, NoParams, Params
 
 
-class PoisonFilter:
+class PoisonFilter(Configurable):
     """Base class of every poison filter: subclasses set ``name``, ``description``, ``Params`` and implement
     ``keep``."""
 
+    kind = "filter"
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = NoParams
-
-    def __init__(self, **params: Any) -> None:
-        try:
-            self.params = self.Params(**params)
-        except ValidationError as err:
-            raise ParamError(f"filter '{self.name}': {format_validation_error(err)}") from None
-        self._check_params()
-
-    def _check_params(self) -> None:
-        """Checks spanning several parameters; raise ParamError with a clear message."""
 
     def keep(self, features: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
         """A boolean mask over the rows of ``features`` (N, D; the frozen features of the training set the head
         would be fitted on, poisons included) with original ``labels`` (N,): True for the rows to keep."""
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.params!r})"
 
 
 REGISTRY.declare_base("filter", PoisonFilter)
