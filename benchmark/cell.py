@@ -175,7 +175,7 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     features, extraction = feature_stage(cell, target, extractor, cache, device)
     m.update(extraction)
 
-    attack: Attack = REGISTRY.get("attack", cell.attack.name).factory(**cell.attack.params)
+    attack: Attack = REGISTRY.build("attack", cell.attack.name, cell.attack.params)
     task = task_stage(cell, target, features, attack)
 
     def fit(f: torch.Tensor, y: torch.Tensor) -> LinearHead:

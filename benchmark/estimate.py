@@ -177,7 +177,7 @@ def _training_passes(cell: Cell, ext: _Size) -> float:
 
 def _attack_passes(cell: Cell, tgt: _Size) -> tuple[float, int, int, int]:
     """(fwd+bwd passes, head refits, training rows and one-vs-rest classes of each head) for this cell's attack."""
-    attack = REGISTRY.get("attack", cell.attack.name).factory(**cell.attack.params)
+    attack = REGISTRY.build("attack", cell.attack.name, cell.attack.params)
     task = attack.task_classes()
     rows = tgt.train * len(task) / tgt.classes if task else tgt.train
     k = 1 if (task and len(task) == 2) or tgt.classes == 2 else (len(task) if task else tgt.classes)

@@ -153,6 +153,11 @@ class Registry:
             known = ", ".join(sorted(self._items[kind]))
             raise ParamError(f"unknown {kind} '{name}'; known: {known}") from None
 
+    def build(self, kind: str, name: str, params: BaseModel | dict[str, Any] | None = None) -> Any:
+        """The class component registered as ``name`` (or a ``module:Class`` path), built with ``params``."""
+        comp = self.get(kind, name)
+        return comp.factory(**comp.resolve(params).model_dump())
+
     def names(self, kind: str) -> list[str]:
         _load_builtins()
         if kind in ENTRY_POINT_GROUPS:

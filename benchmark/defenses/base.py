@@ -106,5 +106,4 @@ def register(cls: type[Defense]) -> type[Defense]:
 
 def make_defense(name: str, params: Params | dict[str, Any] | None = None) -> Defense:
     """The defense registered as ``name`` (or a ``module:Class`` path), built with ``params`` (ParamError)."""
-    comp = REGISTRY.get("defense", name)
-    return comp.factory(**comp.resolve(params).model_dump())
+    return REGISTRY.build("defense", name, params)

@@ -36,5 +36,4 @@ def register(cls: type[PoisonFilter]) -> type[PoisonFilter]:
 
 def make_filter(name: str, params: Params | dict[str, Any] | None = None) -> PoisonFilter:
     """The filter registered as ``name`` (or a ``module:Class`` path), built with ``params`` (ParamError)."""
-    comp = REGISTRY.get("filter", name)
-    return comp.factory(**comp.resolve(params).model_dump())
+    return REGISTRY.build("filter", name, params)
