@@ -342,7 +342,7 @@ def poisoned_heads_stage(
     head, or, when the suite names a filter, each fitted on the rows the filter keeps of its training set."""
     t0 = time.perf_counter()
     edits = poison_edits(task, result, extractor, device)
-    if cell.filter is not None:
+    if cell.filtered:
         heads, metrics = filtered_heads_stage(cell.filter, task.f_train, task.y_train, edits, fit, cell.seed)
         return heads, edits, metrics
     heads = refit_heads(

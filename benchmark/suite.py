@@ -21,7 +21,9 @@ from benchmark.hashing import stable_hash
 from benchmark.registry import ENTRY_POINT_GROUPS, REGISTRY, format_validation_error
 from benchmark.versions import versions
 
-AXES = ("dataset", "backbone", "defense", "attack", "seed")
+AXES = ("dataset", "backbone", "defense", "attack", "filter", "seed")
+SWEPT_AXES = ("defense", "attack", "filter")  # axes whose components may carry a ``sweep:``
+NO_FILTER = "none"  # the filter name (and default label) of cells whose poisoned heads see every row
 
 
 class Strict(BaseModel):
@@ -89,8 +91,8 @@ class Suite(Strict):
     defenses: dict[str, ComponentSpec] = Field(min_length=1)
     attacks: dict[str, ComponentSpec] = Field(min_length=1)
     head: ComponentSpec = ComponentSpec(name="linear_svc")
-    # a poison filter (benchmark/filters) between the attack and the poisoned heads, for every cell; none when absent
-    filter: ComponentSpec | None = None
+    # poison filters (benchmark/filters) between the attack and the poisoned heads: a grid axis; none when absent
+    filters: dict[str, ComponentSpec] = Field(default_factory=lambda: {NO_FILTER: ComponentSpec()}, min_length=1)
     evaluation: EvaluationSpec = EvaluationSpec()
     grid: GridSpec = GridSpec()
     references: list[ReferenceSpec] = Field(default_factory=list)
@@ -123,12 +125,14 @@ class Suite(Strict):
             "backbone": list(self.backbones),
             "defense": list(sweep_section(self.defenses, "defenses")),
             "attack": list(sweep_section(self.attacks, "attacks")),
+            "filter": list(sweep_section(self.filters, "filters")),
             "seed": list(self.seeds),
         }
 
     def base_labels(self) -> dict[str, list[Any]]:
         """Labels as written (a swept component once): what exclusion rules and references may name."""
-        return {**self.axis_labels(), "defense": list(self.defenses), "attack": list(self.attacks)}
+        return {**self.axis_labels(), "defense": list(self.defenses), "attack": list(self.attacks),
+                "filter": list(self.filters)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def sweep_section(section: dict[str, ComponentSpec], name: str = "") -> dict[str
 def sweep_lines(suite: Suite) -> list[str]:
     """What ``run --dry-run`` says about the suite's sweeps, one line per swept component."""
     out = []
-    for section in ("defenses", "attacks"):
+    for section in (f"{axis}s" for axis in SWEPT_AXES):
         for label, spec in getattr(suite, section).items():
             if spec.sweep:
                 values = " x ".join(f"{k} {spec.sweep[k]}" for k in sorted(spec.sweep))
@@ -218,16 +222,21 @@ class Cell(Strict):
     attack: Resolved
     head: Resolved
     evaluation: EvaluationSpec
-    filter: Resolved | None = None
+    filter: Resolved = Resolved(label=NO_FILTER, name=NO_FILTER, params={})
     # axis -> (written label, swept parameter values); the variant's label and params already carry them
     sweeps: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
 
     @property
     def key(self) -> str:
         """Stable key: the resolved configuration plus the version of every stage (``benchmark/versions.py``)."""
-        # no filter leaves the key of a cell as it was before filters existed
-        body = self.model_dump(mode="json", exclude={"suite", "sweeps"} | ({"filter"} if self.filter is None else set()))
+        # no filter leaves the key of a cell as it was before filters existed (and its label is not in the key)
+        body = self.model_dump(mode="json", exclude={"suite", "sweeps"} | ({"filter"} if not self.filtered else set()))
         return stable_hash({"cell": body, "versions": versions()})
+
+    @property
+    def filtered(self) -> bool:
+        """Whether a poison filter runs between the attack and the poisoned heads."""
+        return self.filter.name != NO_FILTER
 
     def tags(self) -> dict[str, str]:
         tags = {
@@ -235,11 +244,10 @@ class Cell(Strict):
             "backbone": self.backbone.label,
             "defense": self.defense.label,
             "attack": self.attack.label,
+            "filter": self.filter.label,
             "seed": str(self.seed),
             **self.sweep_tags(),
         }
-        if self.filter is not None:
-            tags["filter"] = self.filter.label
         return tags
 
     def sweep_tags(self) -> dict[str, str]:
@@ -256,7 +264,8 @@ class Cell(Strict):
     def title(self) -> str:
         """The run name: what differs between a suite's cells first (MLflow's table cuts long names)."""
         t = self.tags()
-        return f"{t['defense']} · {t['attack']} · s{t['seed']} · {t['dataset']}/{t['backbone']}"
+        attack = f"{t['attack']} · {t['filter']}" if self.filtered else t["attack"]
+        return f"{t['defense']} · {attack} · s{t['seed']} · {t['dataset']}/{t['backbone']}"
 
     def flat_params(self) -> dict[str, Any]:
         """Every resolved hyper-parameter as a flat ``section.key`` mapping, for MLflow params."""
@@ -269,10 +278,9 @@ class Cell(Strict):
                 out[f"{role}.{k}"] = v
             for k, v in params.items():
                 out[f"{role}.params.{k}"] = v
-        for role in ("backbone", "defense", "attack", "head", "filter"):
+        roles = ("backbone", "defense", "attack", "head") + (("filter",) if self.filtered else ())
+        for role in roles:
             comp = getattr(self, role)
-            if comp is None:
-                continue
             out[f"{role}"] = comp.name
             for k, v in comp.params.items():
                 out[f"{role}.{k}"] = v
@@ -349,7 +357,7 @@ def _resolve_data(section: str, spec: DataSpec) -> DataSpec:
 
 def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
     """Resolve every component of the suite against the registry (raises ParamError with the key path)."""
-    out: dict[str, dict[str, Any]] = {"dataset": {}, "backbone": {}, "defense": {}, "attack": {}}
+    out: dict[str, dict[str, Any]] = {"dataset": {}, "backbone": {}, "defense": {}, "attack": {}, "filter": {}}
     for label, task in suite.datasets.items():
         out["dataset"][label] = (
             _resolve_data(f"datasets.{label}.external", task.external),
@@ -357,7 +365,7 @@ def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
         )
     for label, spec in suite.backbones.items():
         out["backbone"][label] = _resolve("backbone", "backbones", label, spec)
-    for kind, section in (("defense", "defenses"), ("attack", "attacks")):
+    for kind, section in (("defense", "defenses"), ("attack", "attacks"), ("filter", "filters")):
         for label, spec in getattr(suite, section).items():
             try:
                 variants = sweep_variants(label, spec, section)
@@ -369,10 +377,6 @@ def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:
                 except ParamError as err:  # name the sweep, not the generated label, when a swept value is bad
                     raise ParamError(_sweep_path(str(err), section, label, v)) from None
     out["head"] = _resolve("head", "head", suite.head.name or "linear_svc", suite.head)
-    if suite.filter is not None:
-        if not suite.filter.name:
-            raise ParamError("filter.name: required key is missing (a filter has no label to default to)")
-        out["filter"] = _resolve("filter", "filter", suite.filter.name, suite.filter)
     return out
 
 
@@ -409,7 +413,7 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
     """The cartesian product of the grid, minus ``grid.exclude`` rules, restricted to ``only``."""
     resolved = resolve_components(suite)
     labels = suite.axis_labels()
-    variants = {"defense": sweep_section(suite.defenses), "attack": sweep_section(suite.attacks)}
+    variants = {axis: sweep_section(getattr(suite, f"{axis}s")) for axis in SWEPT_AXES}
     if only:
         for axis, values in only.items():
             known = {str(v) for v in labels[axis]} | {str(v) for v in suite.base_labels()[axis]}
@@ -417,7 +421,7 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             if unknown:
                 raise SuiteError(f"--only {axis}={','.join(unknown)}: not in the suite; known: {sorted(known)}")
     cells = []
-    for ds, bb, df, at, seed in itertools.product(*(labels[a] for a in AXES)):
+    for ds, bb, df, at, ft, seed in itertools.product(*(labels[a] for a in AXES)):
         external, target = resolved["dataset"][ds]
         cell = Cell(
             suite=suite.name,
@@ -430,10 +434,10 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             attack=resolved["attack"][at],
             head=resolved["head"],
             evaluation=suite.evaluation,
-            filter=resolved.get("filter"),
+            filter=resolved["filter"][ft],
             sweeps={
                 axis: (variants[axis][label].base, variants[axis][label].swept)
-                for axis, label in (("defense", df), ("attack", at))
+                for axis, label in (("defense", df), ("attack", at), ("filter", ft))
                 if variants[axis][label].swept
             },
         )
@@ -464,7 +468,7 @@ REFERENCE_METRICS = (
     "perturbation_linf_max",
     "perturbation_linf_mean",
 )
-REFERENCE_AXES = ("dataset", "backbone", "defense", "attack")  # references aggregate over seeds
+REFERENCE_AXES = ("dataset", "backbone", "defense", "attack", "filter")  # references aggregate over seeds
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

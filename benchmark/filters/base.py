@@ -37,3 +37,15 @@ def register(cls: type[PoisonFilter]) -> type[PoisonFilter]:
 def make_filter(name: str, params: Params | dict[str, Any] | None = None) -> PoisonFilter:
     """The filter registered as ``name`` (or a ``module:Class`` path), built with ``params`` (ParamError)."""
     return REGISTRY.build("filter", name, params)
+
+
+@register
+class NoFilter(PoisonFilter):
+    """Keeps every row. A cell with this filter skips the filter stage altogether: its poisoned heads are refitted
+    from the clean head (``benchmark/refit.py``): the same fitting problems, solved faster."""
+
+    name = "none"
+    description = "no filter: the head sees every row of the poisoned training set (the default)"
+
+    def keep(self, features: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
+        return torch.ones(len(labels), dtype=torch.bool, device=features.device)

@@ -107,7 +107,7 @@ def _gallery(rs: RunSet, agg: Aggregate) -> list[Image]:
     picked: dict[tuple[str, str, str], Image] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key, group in agg.groups.items():
-            dataset, backbone, defense, attack = key
+            dataset, backbone, defense, attack, _ = key  # poisons do not depend on the filter
             slot = (dataset, attack, defense)
             linf = group.stats.get("perturbation_linf_max")
             if slot in picked or linf is None or linf.mean <= 0:  # no attack, or labels only: nothing to see

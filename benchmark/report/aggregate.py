@@ -1,9 +1,9 @@
 """Aggregation of cell runs over seeds, and the grid the suite expected (to find missing and failed cells).
 
-A cell (dataset, backbone, defense, attack, seed) may have several runs under one parent (a FAILED run, then a
+A cell (dataset, backbone, defense, attack, filter, seed) may have several runs under one parent (a FAILED run, then a
 resumed FINISHED one): its FINISHED run counts (the latest if several); a cell without one is *failed* (its latest
 run's status and error), and an expected cell without any run is *missing*. Finished cells are grouped by
-(dataset, backbone, defense, attack) and every metric is summarised over seeds with ``benchmark.metrics.mean_ci``
+(dataset, backbone, defense, attack, filter) and every metric is summarised over seeds with ``benchmark.metrics.mean_ci``
 (mean, sample std, t-based 95% interval). With a single seed a targeted attack's success rate keeps the cell's own
 Wilson interval over its trials, which is the only spread one run can show.
 """
@@ -19,11 +19,11 @@ from pydantic import ValidationError
 
 from benchmark.metrics import mean_ci
 from benchmark.report.source import CellRun
-from benchmark.suite import AXES, ComponentSpec, ReferenceSpec, sweep_section
+from benchmark.suite import AXES, NO_FILTER, SWEPT_AXES, ComponentSpec, ReferenceSpec, sweep_section
 
-GROUP_AXES = ("dataset", "backbone", "defense", "attack")
-GroupKey = tuple[str, str, str, str]
-CellId = tuple[str, str, str, str, str]
+GROUP_AXES = AXES[:-1]  # every axis but the seed, in the same order
+GroupKey = tuple[str, str, str, str, str]
+CellId = tuple[str, str, str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ class Group:
     def label(self, axis: str) -> str:
         return self.key[GROUP_AXES.index(axis)]
 
+    @property
+    def arm(self) -> str:
+        """The defense, with the filter when there is one (``naive+knn``): what a paired comparison sets against
+        another arm on the same attack, so that robust features and a poison filter meet in one table."""
+        filt = self.label("filter")
+        return self.label("defense") if filt == NO_FILTER else f"{self.label('defense')}+{filt}"
+
 
 @dataclass
 class SuiteGrid:
@@ -64,18 +71,19 @@ class SuiteGrid:
         """From the parsed YAML alone (no registry), so a report still works after components change."""
         if not isinstance(raw, dict):
             return None
-        sections = {"dataset": "datasets", "backbone": "backbones", "defense": "defenses", "attack": "attacks"}
+        sections = {"dataset": "datasets", "backbone": "backbones", "defense": "defenses", "attack": "attacks",
+                    "filter": "filters"}
         labels: dict[str, list[str]] = {}
         names: dict[str, dict[str, str]] = {}
         for axis, section in sections.items():
-            entries = raw.get(section) or {}
+            entries = raw.get(section) or ({NO_FILTER: {}} if axis == "filter" else {})
             if not isinstance(entries, dict):
                 return None
             labels[axis] = [str(k) for k in entries]
             names[axis] = {
                 str(k): str((v or {}).get("name") or k) if isinstance(v, dict) else str(k) for k, v in entries.items()
             }
-            if axis in ("defense", "attack"):
+            if axis in SWEPT_AXES:
                 labels[axis], names[axis] = _swept_labels(entries, labels[axis], names[axis])
         labels["seed"] = [str(s) for s in (raw.get("seeds") or [0])]
         grid = raw.get("grid") or {}
@@ -207,14 +215,14 @@ def aggregate(runs: list[CellRun], grid: SuiteGrid | None) -> Aggregate:
 
     grouped: dict[GroupKey, list[CellRun]] = {}
     for cell in _sorted(list(counted), order):
-        grouped.setdefault(cell[:4], []).append(counted[cell])
+        grouped.setdefault(cell[:-1], []).append(counted[cell])
     groups = {key: Group(key, rs, _stats(rs)) for key, rs in grouped.items()}
 
     expected: dict[GroupKey, int] = {}
     missing: list[CellId] = []
     if grid is not None:
         for cell in grid.expected():
-            expected[cell[:4]] = expected.get(cell[:4], 0) + 1
+            expected[cell[:-1]] = expected.get(cell[:-1], 0) + 1
             if cell not in by_cell:
                 missing.append(cell)
     failed = [by_cell[c][-1] for c in _sorted([r.cell for r in failed], order)]

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from benchmark.report.aggregate import Aggregate, Group
+from benchmark.suite import NO_FILTER
 from benchmark.report.outcomes import Outcome
 from benchmark.report.paired import UNIT_NAMES, Comparison, adjust, fmt_effect, fmt_p, per_unit, seed_pairs
 from benchmark.report.stats import ALPHA, bootstrap_mean, equivalence_p, mcnemar_exact, n_to_decide
@@ -128,7 +129,8 @@ def _verdict(check: ClaimCheck, family_size: int) -> None:
 def check_claims(agg: Aggregate, outcomes: dict[str, Outcome]) -> list[ClaimCheck]:
     slots: dict[tuple[str, str, str], dict[str, Group]] = {}
     for key, group in agg.groups.items():
-        slots.setdefault((key[0], key[1], key[3]), {})[key[2]] = group
+        if group.label("filter") == NO_FILTER:  # the paper's claims are about unfiltered heads
+            slots.setdefault((key[0], key[1], key[3]), {})[key[2]] = group
     checks: list[ClaimCheck] = []
     for (dataset, backbone, attack), groups in slots.items():
         name = agg.grid.name("attack", attack) if agg.grid else attack

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from benchmark.metrics import wilson_interval
 from benchmark.report.aggregate import Aggregate, Group, Stat, base_label
 from benchmark.report.outcomes import Outcome
-from benchmark.report.plots import Figure, _axes, _in_order, _panels, _png
+from benchmark.report.plots import Figure, _axes, _in_order, _panels, _png, arms_in_order
 from benchmark.report.stats import crossing
 from benchmark.report.tables import Table
 from benchmark.suite import sweep_metric
@@ -71,7 +71,7 @@ def accuracy_stat(group: Group, metric: str, outcomes: dict[str, Outcome]) -> St
 def families(agg: Aggregate, outcomes: dict[str, Outcome]) -> list[Family]:
     out: dict[tuple[str, str], Family] = {}
     for key, group in agg.groups.items():
-        dataset, backbone, defense, attack = key
+        dataset, backbone, _, attack, _ = key
         swept = _swept_value(group)
         if swept is None:
             continue
@@ -80,7 +80,7 @@ def families(agg: Aggregate, outcomes: dict[str, Outcome]) -> list[Family]:
         fam = out.setdefault((base_label(attack), param), Family(base_label(attack), param, targeted))
         stat = group.stats.get(fam.metric) if targeted else accuracy_stat(group, fam.metric, outcomes)
         if stat is not None:
-            fam.lines.setdefault((dataset, backbone, defense), []).append(Point(x, group, stat))
+            fam.lines.setdefault((dataset, backbone, group.arm), []).append(Point(x, group, stat))
     for fam in out.values():
         for points in fam.lines.values():
             points.sort(key=lambda p: p.x)
@@ -95,7 +95,7 @@ def curve_figure(agg: Aggregate, fam: Family) -> Figure:
     panels = _panels(agg, [pts[0].group for pts in fam.lines.values()])
     fig, axes = _axes(len(panels), 4.8, 3.4)
     for ax, (ds, bb) in zip(axes, panels, strict=True):
-        defenses = _in_order(agg, "defense", {d for (d0, b0, d) in fam.lines if (d0, b0) == (ds, bb)})
+        defenses = arms_in_order(agg, [pts[0].group for (d0, b0, _), pts in fam.lines.items() if (d0, b0) == (ds, bb)])
         xs_all: list[float] = []
         for defense in defenses:
             pts = fam.lines[(ds, bb, defense)]

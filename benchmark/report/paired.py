@@ -1,4 +1,5 @@
-"""Paired comparisons of defenses on the same attack: the same targets and the same test images in both cells.
+"""Paired comparisons of arms (a defense, with a poison filter or none) on the same attack: the same targets and the
+same test images in both cells.
 
 - success (targeted attacks): exact McNemar test on the targets both cells attacked (a target is a test row; the
   clean-head-correct filter can leave a defense without some), effect = difference in success rate with a paired
@@ -37,8 +38,8 @@ TESTS = {
 @dataclass
 class Comparison:
     kind: str  # success | drop | drop_seeds | poisoned | clean
-    key: GroupKey  # (dataset, backbone, defense A, attack)
-    a: str  # defense labels
+    key: GroupKey  # group A's (dataset, backbone, defense, attack, filter)
+    a: str  # arms: defense labels, ``+filter`` when filtered
     b: str
     est: Estimate  # effect A - B, in rate units
     p: float  # raw p-value (McNemar's for success)
@@ -86,15 +87,15 @@ def compare(kind: str, ga: Group, gb: Group, outcomes: dict[str, Outcome]) -> Co
         if len(d) < 2:
             return None
         est = bootstrap_mean(np.array(d))
-        return Comparison(kind, ga.key, ga.label("defense"), gb.label("defense"), est, est.p)
+        return Comparison(kind, ga.key, ga.arm, gb.arm, est, est.p)
     d = per_unit(kind, seed_pairs(ga, gb, outcomes))
     if len(d) == 0:
         return None
     est = bootstrap_mean(d)
     if kind != "success":
-        return Comparison(kind, ga.key, ga.label("defense"), gb.label("defense"), est, est.p)
+        return Comparison(kind, ga.key, ga.arm, gb.arm, est, est.p)
     b, c = int((d > 0).sum()), int((d < 0).sum())
-    return Comparison(kind, ga.key, ga.label("defense"), gb.label("defense"), est, mcnemar_exact(b, c), (b, c))
+    return Comparison(kind, ga.key, ga.arm, gb.arm, est, mcnemar_exact(b, c), (b, c))
 
 
 def adjust(comparisons: list[Comparison]) -> None:
@@ -104,7 +105,7 @@ def adjust(comparisons: list[Comparison]) -> None:
 
 
 def pairwise(agg: Aggregate, outcomes: dict[str, Outcome]) -> list[Comparison]:
-    """Every pair of defenses on every attack cell of each (dataset, backbone), Holm-adjusted as one family."""
+    """Every pair of arms on every attack of each (dataset, backbone), Holm-adjusted as one family."""
     out: list[Comparison] = []
     slots: dict[tuple[str, str, str], list[Group]] = {}
     for key, group in agg.groups.items():
@@ -135,16 +136,16 @@ def fmt_p(p: float) -> str:
 def pairwise_table(comparisons: list[Comparison]) -> Table:
     rows = []
     for c in comparisons:
-        dataset, backbone, _, attack = c.key
+        dataset, backbone, _, attack, _ = c.key
         what = "success rate" if c.kind == "success" else "accuracy drop"
         counts = f"{c.discordant[0]} vs {c.discordant[1]}" if c.discordant else ""
         rows.append([f"{dataset}/{backbone}", attack, f"{c.a} − {c.b}", what, fmt_effect(c.est),
                      f"{c.est.n} {UNIT_NAMES[c.kind]}", c.test, counts, fmt_p(c.p), fmt_p(c.p_adj)])
-    header = ["dataset/backbone", "attack", "defenses A − B", "effect on", "A − B (pts) [95% CI]", "n", "test",
+    header = ["dataset/backbone", "attack", "arms A − B (defense+filter)", "effect on", "A − B (pts) [95% CI]", "n", "test",
               "discordant (A only vs B only)", "p", "p (Holm)"]
     note = (
         "Paired: the same targets (McNemar) or test images (bootstrap) in both cells, seed by seed. Effect: "
-        "defense A minus defense B in percentage points, percentile bootstrap 95% interval (4,000 resamples, not "
+        "arm A minus arm B in percentage points, percentile bootstrap 95% interval (4,000 resamples, not "
         "adjusted). p (Holm): Holm's step-down adjustment over every comparison of this table. See docs/metrics.md."
     )
-    return Table("Paired comparisons of defenses", header, rows, note=note, anchor="paired")
+    return Table("Paired comparisons of defenses and filters", header, rows, note=note, anchor="paired")

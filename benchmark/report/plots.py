@@ -55,6 +55,12 @@ def _in_order(agg: Aggregate, axis: str, labels: set[str]) -> list[str]:
     return sorted(labels, key=lambda v: (_rank(agg, axis, v), v))
 
 
+def arms_in_order(agg: Aggregate, groups: list[Group]) -> list[str]:
+    """The groups' arms (defense, +filter when filtered) in suite order: by defense, then filter."""
+    rank = {g.arm: (_rank(agg, "defense", g.label("defense")), _rank(agg, "filter", g.label("filter"))) for g in groups}
+    return sorted(rank, key=lambda arm: (rank[arm], arm))
+
+
 def _axes(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -114,11 +120,11 @@ def heatmap(agg: Aggregate) -> Figure | None:
     tables = []
     for ds, bb in panels:
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
-        defenses = _in_order(agg, "defense", {g.label("defense") for g in mine})
+        defenses = arms_in_order(agg, mine)
         attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
         values = [[math.nan] * len(attacks) for _ in defenses]
         for g in mine:
-            values[defenses.index(g.label("defense"))][attacks.index(g.label("attack"))] = (
+            values[defenses.index(g.arm)][attacks.index(g.label("attack"))] = (
                 100 * g.stats["poisoned_accuracy"].mean
             )
         tables.append((defenses, attacks, values))
@@ -154,7 +160,7 @@ def accuracy_bars(agg: Aggregate) -> Figure | None:
         for offset, metric, name in ((-0.2, "clean_accuracy", "clean"), (0.2, "poisoned_accuracy", "poisoned")):
             means, err = _err([g.stats.get(metric) for g in mine])
             ax.bar([x + offset for x in xs], means, width=0.4, yerr=err, capsize=2, label=name)
-        ax.set_xticks(xs, [f"{g.label('defense')}\n{g.label('attack')}" for g in mine], fontsize=7)
+        ax.set_xticks(xs, [f"{g.arm}\n{g.label('attack')}" for g in mine], fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{ds} / {bb}")
@@ -171,11 +177,11 @@ def success_rates(agg: Aggregate) -> Figure | None:
     fig, axes = _axes(len(panels), 4.8, 3.4)
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
-        defenses = _in_order(agg, "defense", {g.label("defense") for g in mine})
+        defenses = arms_in_order(agg, mine)
         attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
         width = 0.8 / len(attacks)
         for i, attack in enumerate(attacks):
-            by_def = {g.label("defense"): g for g in mine if g.label("attack") == attack}
+            by_def = {g.arm: g for g in mine if g.label("attack") == attack}
             stats = [by_def[d].stats["attack_success_rate"] if d in by_def else None for d in defenses]
             means, err = _err(stats)
             xs = [x - 0.4 + width * (i + 0.5) for x in range(len(defenses))]

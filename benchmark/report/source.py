@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 
 from benchmark.errors import BenchmarkError
+from benchmark.suite import NO_FILTER
 from benchmark.tracking import PARENT, ROLE, Tracker, _retry
 
-AXIS_TAGS = ("dataset", "backbone", "defense", "attack", "seed")
+AXIS_TAGS = ("dataset", "backbone", "defense", "attack", "seed")  # a run without a filter tag had no filter
 
 
 @dataclass
@@ -36,14 +37,17 @@ class CellRun:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     sweep: dict[str, str] = field(default_factory=dict)  # ``sweep.attack.num_poisons`` -> "5", ``attack.base`` ...
+    filter: str = NO_FILTER
 
     @property
-    def cell(self) -> tuple[str, str, str, str, str]:
-        return (self.dataset, self.backbone, self.defense, self.attack, self.seed)
+    def cell(self) -> tuple[str, str, str, str, str, str]:
+        """Its labels in the order of ``benchmark.suite.AXES``."""
+        return (self.dataset, self.backbone, self.defense, self.attack, self.filter, self.seed)
 
     @property
     def title(self) -> str:
-        return f"{self.dataset}/{self.backbone}/{self.defense}/{self.attack}/seed{self.seed}"
+        filt = "" if self.filter == NO_FILTER else f"/{self.filter}"
+        return f"{self.dataset}/{self.backbone}/{self.defense}/{self.attack}{filt}/seed{self.seed}"
 
 
 @dataclass
@@ -116,6 +120,7 @@ def _cell_run(r: Any) -> CellRun:
         metrics={k: v for k, v in r.data.metrics.items() if not k.startswith("curve.")},
         error=tags.get("benchmark.error", ""),
         sweep={k: v for k, v in tags.items() if k.startswith("sweep.") or k.endswith(".base")},
+        filter=tags.get("filter", NO_FILTER),
     )
 
 

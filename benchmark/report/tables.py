@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchmark.report.aggregate import GROUP_AXES, Aggregate, Group, GroupKey, Stat
-from benchmark.suite import ReferenceSpec
+from benchmark.suite import NO_FILTER, ReferenceSpec
 
 PERCENT = {
     "clean_accuracy",
@@ -23,6 +23,8 @@ PERCENT = {
     "attack_success_rate",
     "robust_accuracy",
     "external_accuracy",
+    "filter_poisons_caught",
+    "filter_clean_rows_lost",
 }
 # metric -> (scale, decimals, unit shown in headers)
 UNITS: dict[str, tuple[float, int, str]] = {
@@ -44,6 +46,11 @@ FULL_COLUMNS = (
     ("perturbation_linf_max", "L∞ max"),
     ("attack_seconds", "attack"),
     ("cell_seconds", "cell"),
+)
+# what a poison filter removed (docs/metrics.md, "Poison filters"): shown when a suite has a filter axis
+FILTER_COLUMNS = (
+    ("filter_poisons_caught", "poisons caught"),
+    ("filter_clean_rows_lost", "clean rows lost"),
 )
 DASH = "–"
 
@@ -169,19 +176,23 @@ def _reference_table(agg: Aggregate, tid: str, refs: list[ReferenceSpec]) -> Tab
 
 
 def full_table(agg: Aggregate) -> Table:
-    header = [*GROUP_AXES, "seeds"] + [
-        f"{short} ({unit(m)})" if unit(m) else short for m, short in FULL_COLUMNS
-    ]
+    """Every group, one row; the filter column and what the filters removed only when a cell had a filter."""
+    keys = agg.all_keys()
+    filtered = any(dict(zip(GROUP_AXES, k, strict=True))["filter"] != NO_FILTER for k in keys)
+    axes = GROUP_AXES if filtered else tuple(a for a in GROUP_AXES if a != "filter")
+    columns = FULL_COLUMNS + (FILTER_COLUMNS if filtered else ())
+    header = [*axes, "seeds"] + [f"{short} ({unit(m)})" if unit(m) else short for m, short in columns]
     rows, lookup = [], {}
-    for key in agg.all_keys():
+    for key in keys:
         group: Group | None = agg.groups.get(key)
         n = group.n if group else 0
         expected = agg.expected.get(key)
         seeds = f"{n}/{expected}" if expected else str(n)
-        line = [*key, seeds]
-        for metric, _ in FULL_COLUMNS:
+        labels = [v for a, v in zip(GROUP_AXES, key, strict=True) if a in axes]
+        line = [*labels, seeds]
+        for metric, _ in columns:
             text = fmt_stat(group.stats.get(metric) if group else None, metric, group_n=n)
-            lookup[("/".join(key), metric)] = text
+            lookup[("/".join(labels), metric)] = text
             line.append(text)
         rows.append(line)
     note = (
@@ -199,11 +210,16 @@ def failed_table(agg: Aggregate) -> Table:
 
 
 def missing_lines(agg: Aggregate) -> list[str]:
-    """Missing cells grouped by (dataset, backbone, defense, attack): 'cifar/vgg13/pgd/ad: seeds 1, 2'."""
+    """Missing cells grouped over seeds: 'cifar/vgg13/pgd/ad: seeds 1, 2'."""
     by_group: dict[GroupKey, list[str]] = {}
     for cell in agg.missing:
-        by_group.setdefault(cell[:4], []).append(cell[4])
-    return [f"{'/'.join(k)}: seed{'s' if len(v) > 1 else ''} {', '.join(v)}" for k, v in by_group.items()]
+        by_group.setdefault(cell[:-1], []).append(cell[-1])
+    return [f"{group_path(k)}: seed{'s' if len(v) > 1 else ''} {', '.join(v)}" for k, v in by_group.items()]
+
+
+def group_path(key: GroupKey) -> str:
+    """'cifar/vgg13/pgd/ad', and '/knn' after it when the group has a filter."""
+    return "/".join(key if key[-1] != NO_FILTER else key[:-1])
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -1,5 +1,5 @@
-"""The filter stage in a cell on real MNIST: it changes the key only when set, records what it removed, and the
-head is fitted on what it kept."""
+"""The filter axis and the filter stage in a cell on real MNIST: a filter changes the key only when set, records what
+it removed, and the head is fitted on what it kept."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ def _data(classes: list[int], train_limit: int) -> dict[str, Any]:
             "test_limit": 300, "image_size": 16}
 
 
-def _suite(filt: dict[str, Any] | None) -> dict[str, Any]:
+FILTERS = {
+    "none": {},
+    "knn": {"name": "knn_label", "params": {"k": 10}},
+    "spectral": {"name": "art_spectral_signature"},
+    "ac": {"name": "art_activation_clustering"},
+}
+
+
+def _suite(filters: dict[str, Any] | None) -> dict[str, Any]:
     d = {
         "name": "filter-stage",
         "device": "cpu",
@@ -31,25 +39,21 @@ def _suite(filt: dict[str, Any] | None) -> dict[str, Any]:
         "attacks": {"lf": {"name": "label_flip", "params": {"rate": 0.1}}},
         "evaluation": {"robust_eps": 0.1, "robust_steps": 2, "robust_samples": 20},
     }
-    if filt is not None:
-        d["filter"] = filt
+    if filters is not None:
+        d["filters"] = filters
     return d
 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("filter_cache"))
+    cells = expand(parse_suite(_suite(FILTERS)))
+    assert [c.filter.label for c in cells] == list(FILTERS)  # the filter is a grid axis
     out = {}
-    for label, filt in [
-        ("none", None),
-        ("knn", {"name": "knn_label", "params": {"k": 10}}),
-        ("spectral", {"name": "art_spectral_signature"}),
-        ("ac", {"name": "art_activation_clustering"}),
-    ]:
-        (cell,) = expand(parse_suite(_suite(filt)))
+    for cell in cells:
         rec = run_cell(cell, RunOptions(device="cpu", cache_dir=cache))
         assert rec.status == "FINISHED", rec.error
-        out[label] = (cell, rec)
+        out[cell.filter.label] = (cell, rec)
     print({k: {m: round(v, 3) for m, v in r.metrics.items() if m.startswith("filter_") or "accuracy" in m}
            for k, (_, r) in out.items()})
     return out
@@ -74,20 +78,40 @@ def test_filter_is_in_the_key_and_params_only_when_set(records) -> None:
     keys = {label: cell.key for label, (cell, _) in records.items()}
     assert len(set(keys.values())) == 4
     none_cell, none_rec = records["none"]
-    assert "filter" not in none_rec.params and "filter" not in none_cell.tags()
+    (unfiltered,) = expand(parse_suite(_suite(None)))  # a suite without `filters:` runs the same cell
+    assert none_cell.key == unfiltered.key and not none_cell.filtered
+    assert "filter" not in none_rec.params and none_cell.tags()["filter"] == "none"
     knn_cell, knn_rec = records["knn"]
     assert knn_rec.params["filter"] == "knn_label" and knn_rec.params["filter.k"] == 10
-    assert knn_cell.tags()["filter"] == "knn_label"
+    assert knn_cell.tags()["filter"] == "knn" and "knn" in knn_cell.title() and "none" not in none_cell.title()
+
+
+def test_filter_axis_takes_exclusions_only_and_sweeps() -> None:
+    suite = parse_suite(_suite({"none": {}, "knn": {"name": "knn_label", "sweep": {"k": [5, 25]}}}))
+    labels = [c.filter.label for c in expand(suite)]
+    assert labels == ["none", "knn[k=25]", "knn[k=5]"] or labels == ["none", "knn[k=5]", "knn[k=25]"]
+    assert [c.filter.label for c in expand(suite, only={"filter": ["knn"]})] == labels[1:]
+    raw = _suite({"none": {}, "knn": {"name": "knn_label"}})
+    raw["grid"] = {"exclude": [{"filter": "knn"}]}
+    assert [c.filter.label for c in expand(parse_suite(raw))] == ["none"]
 
 
 @pytest.mark.parametrize(
-    ("filt", "match"),
+    ("filters", "match"),
     [
-        ({"name": "knn"}, "filter.knn.name: unknown filter 'knn'"),
-        ({"name": "knn_label", "params": {"k": -1}}, "filter.knn_label.params.k"),
-        ({"params": {"k": 3}}, "filter.name: required"),
+        ({"knn": {"name": "knn"}}, "filters.knn.name: unknown filter 'knn'"),
+        ({"knn_label": {"params": {"k": -1}}}, "filters.knn_label.params.k"),
+        ({"knn": {"name": "knn_label", "sweep": {"k": [0]}}}, r"filters.knn.sweep"),
+        ({}, "filters"),
     ],
 )
-def test_bad_filter_is_caught_at_load_time(filt: dict[str, Any], match: str) -> None:
+def test_bad_filter_is_caught_at_load_time(filters: dict[str, Any], match: str) -> None:
     with pytest.raises(SuiteError, match=match):
-        parse_suite(copy.deepcopy(_suite(filt)))
+        parse_suite(copy.deepcopy(_suite(filters)))
+
+
+def test_old_singular_filter_key_is_refused() -> None:
+    raw = _suite(None)
+    raw["filter"] = {"name": "knn_label"}
+    with pytest.raises(SuiteError, match="filter: unknown key"):
+        parse_suite(raw)
