@@ -100,3 +100,16 @@ def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smok
     bad = write_suite(tmp_path, d, name="bad.yaml")
     proc = run_cli(["validate", str(bad)], plugin_dir)
     assert proc.returncode == 2 and "defenses.noise.params.sigma" in proc.stderr, proc.stderr
+
+
+def test_readme_suite_file_example_is_a_valid_suite() -> None:
+    import yaml
+
+    from benchmark.suite import expand, parse_suite
+
+    text = (ROOT / "README.md").read_text().split("## Suite files", 1)[1]
+    raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    cells = expand(parse_suite(raw))
+    # 2 defenses x 2 attacks x 2 filters, minus naive x lf (both filters)
+    assert len(cells) == 6
+    assert {c.filter.label for c in cells} == {"none", "knn"}
