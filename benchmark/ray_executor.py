@@ -12,7 +12,7 @@ How it works
   "done" ObjectRef as an argument, so Ray starts them only after it ended and they find the backbone in the cache.
   A group whose backbone is already in the cache has no such ordering. If the first cell's task dies, the cells
   waiting for it (which Ray would fail without running them) are submitted again as a new group.
-- ``on_start(cell)`` (the claim, see ``benchmark.claims``) is called in the driver before a cell's task is
+- ``on_start(cell)`` (the claim, see ``benchmark.leases``) is called in the driver before a cell's task is
   submitted, and cells it refuses are not submitted; ``on_done(cell, record)`` is called when its result arrives
   (``ray.wait``), one at a time, in the driver: MLflow is written by one process, so nothing is lost or written
   twice.

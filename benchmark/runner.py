@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import claims, signals
+from benchmark import leases, signals
 from benchmark.cache import cache_root
 from benchmark.cell import Record, RunOptions
 from benchmark.errors import BenchmarkError, StoreError
@@ -77,8 +77,8 @@ def run_suite(
     with signals.handled():
         ex.connect()  # an unreachable cluster fails here, before any run exists
         try:
-            lock = claims.lock_path(tracker.uri, cache_root(cache_dir).resolve())
-            with claims.held(lock):  # two processes starting at once resume one parent, not create two
+            lock = leases.lock_path(tracker.uri, cache_root(cache_dir).resolve())
+            with leases.held(lock):  # two processes starting at once resume one parent, not create two
                 parent, resumed, note = tracker.start_parent(
                     suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor},
                     resume, suite_hash(suite),
@@ -109,7 +109,7 @@ class _Grid:
         self.tracker, self.lock, self.parent, self.exp, self.echo = tracker, lock, parent, exp, echo
         self.started: dict[str, str] = {}
         self.busy: dict[str, Cell] = {}  # held by another process
-        self.heartbeat: claims.Heartbeat | None = None
+        self.heartbeat: leases.Heartbeat | None = None
         self.todo: list[Cell] = []
         self.summary: RunSummary | None = None
 
@@ -132,7 +132,7 @@ class _Grid:
     def run(self, ex, opts: RunOptions) -> None:
         """Run the plan; Ctrl-C / SIGTERM and store failures close what this process holds."""
         try:
-            with claims.Heartbeat(self.tracker.client) as beat:
+            with leases.Heartbeat(self.tracker.client) as beat:
                 self.heartbeat = beat
                 self._run(ex, self.todo, opts)
         except KeyboardInterrupt:
@@ -147,7 +147,7 @@ class _Grid:
 
     def on_start(self, cell: Cell) -> bool:
         try:
-            outcome, run_id = claims.claim(self.tracker, self.lock, self.parent, self.exp, cell)
+            outcome, run_id = leases.claim(self.tracker, self.lock, self.parent, self.exp, cell)
         except KeyboardInterrupt:
             raise
         except Exception as err:
@@ -182,7 +182,7 @@ class _Grid:
         while self.busy:
             self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them")
             while True:
-                states = {k: claims.state(self.tracker, self.parent, self.exp, k) for k in self.busy}
+                states = {k: leases.state(self.tracker, self.parent, self.exp, k) for k in self.busy}
                 if "busy" not in states.values():
                     break
                 time.sleep(WAIT_SECONDS)

@@ -1,7 +1,7 @@
 """The MLflow layout: one experiment per suite, one parent run per invocation, one nested child run per cell.
 
 Only the driver process writes here (executors return records), which keeps sqlite consistent; with
-``benchmark.claims`` (a cell's child run is its claim, created under a lock) it makes "nothing lost, nothing
+``benchmark.leases`` (a cell's child run is its claim, created under a lock) it makes "nothing lost, nothing
 duplicated" hold across processes. A child run is created RUNNING when its cell is claimed and gets all of its
 metrics in one batch when the cell ends, so a run killed mid-cell never leaves a FINISHED run with partial
 metrics; the next invocation marks such orphans KILLED. Printed and written URIs go through ``redact``.
@@ -323,8 +323,8 @@ class Tracker:
         _retry(lambda: self.client.set_terminated(run_id, status))
 
     def mark_orphans(self, parent_id: str, experiment_id: str) -> int:
-        """RUNNING children whose process is gone (see ``claims.owner_alive``) become KILLED; returns how many."""
-        from benchmark.claims import owner_alive
+        """RUNNING children whose process is gone (see ``leases.owner_alive``) become KILLED; returns how many."""
+        from benchmark.leases import owner_alive
 
         n = 0
         for r in self.children(parent_id, experiment_id):
@@ -339,7 +339,7 @@ class Tracker:
         Found by the pid/host tags rather than by the driver's bookkeeping, so a run whose creation the interrupt
         cut short is caught too, and a run that was already FINISHED is left alone.
         """
-        from benchmark.claims import is_mine
+        from benchmark.leases import is_mine
 
         n = 0
         for r in self.children(parent_id, experiment_id):
@@ -349,7 +349,7 @@ class Tracker:
         return n
 
     def start_child(self, parent_id: str, experiment_id: str, cell: Any) -> str:
-        from benchmark.claims import owner_tags
+        from benchmark.leases import owner_tags
         tags = {
             PARENT: parent_id,
             ROLE: "cell",

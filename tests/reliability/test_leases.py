@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from benchmark import claims
+from benchmark import leases
 from benchmark.runner import suite_hash
 from benchmark.suite import expand, load_suite
 from benchmark.tracking import Tracker
@@ -20,43 +20,43 @@ def _setup(tmp_path, smoke_dict):
     tracker = Tracker()
     exp = tracker.experiment_id(suite.name)
     parent, _, _ = tracker.start_parent(suite.name, path, "cpu", {}, True, suite_hash(suite))
-    lock = claims.lock_path(tracker.uri, tmp_path)
+    lock = leases.lock_path(tracker.uri, tmp_path)
     return tracker, exp, parent, cell, lock
 
 
 def test_a_cell_is_claimed_once_then_finished_or_taken_over(tmp_path, smoke_dict):
     tracker, exp, parent, cell, lock = _setup(tmp_path, smoke_dict)
-    outcome, rid = claims.claim(tracker, lock, parent, exp, cell)
+    outcome, rid = leases.claim(tracker, lock, parent, exp, cell)
     assert outcome == "claimed" and rid
-    assert claims.claim(tracker, lock, parent, exp, cell) == ("busy", None)  # this process is alive: it holds it
+    assert leases.claim(tracker, lock, parent, exp, cell) == ("busy", None)  # this process is alive: it holds it
 
     # the same claim seen as another host's: live while its heartbeat is fresh, an orphan once it is stale
     tracker.client.set_tag(rid, "benchmark.host", "elsewhere")
-    assert claims.claim(tracker, lock, parent, exp, cell) == ("busy", None)
-    assert claims.state(tracker, parent, exp, cell.key) == "busy"
-    tracker.client.set_tag(rid, claims.HEARTBEAT, str(int(time.time() - claims.STALE_SECONDS - 1)))
-    assert claims.state(tracker, parent, exp, cell.key) == "free"
-    outcome, again = claims.claim(tracker, lock, parent, exp, cell)
+    assert leases.claim(tracker, lock, parent, exp, cell) == ("busy", None)
+    assert leases.state(tracker, parent, exp, cell.key) == "busy"
+    tracker.client.set_tag(rid, leases.HEARTBEAT, str(int(time.time() - leases.STALE_SECONDS - 1)))
+    assert leases.state(tracker, parent, exp, cell.key) == "free"
+    outcome, again = leases.claim(tracker, lock, parent, exp, cell)
     assert outcome == "claimed" and again != rid
     assert tracker.client.get_run(rid).info.status == "KILLED"
 
     tracker.set_status(again, "FINISHED")
-    assert claims.claim(tracker, lock, parent, exp, cell) == ("finished", None)
-    assert claims.state(tracker, parent, exp, cell.key) == "finished"
+    assert leases.claim(tracker, lock, parent, exp, cell) == ("finished", None)
+    assert leases.state(tracker, parent, exp, cell.key) == "finished"
 
 
 def test_a_dead_local_owner_is_an_orphan_and_a_failed_cell_stays_failed(tmp_path, smoke_dict):
     tracker, exp, parent, cell, lock = _setup(tmp_path, smoke_dict)
-    _, rid = claims.claim(tracker, lock, parent, exp, cell)
+    _, rid = leases.claim(tracker, lock, parent, exp, cell)
     tracker.client.set_tag(rid, "benchmark.pid", str(2**22 + 12345))  # above pid_max: no such process
-    assert not claims.owner_alive(tracker.client.get_run(rid).data.tags)
-    _, again = claims.claim(tracker, lock, parent, exp, cell)
+    assert not leases.owner_alive(tracker.client.get_run(rid).data.tags)
+    _, again = leases.claim(tracker, lock, parent, exp, cell)
     tracker.set_status(again, "FAILED")
-    assert claims.state(tracker, parent, exp, cell.key) == "failed"  # its owner ended it: not taken over
-    assert claims.owner_alive({"benchmark.host": socket.gethostname(), "benchmark.pid": str(os.getpid())})
+    assert leases.state(tracker, parent, exp, cell.key) == "failed"  # its owner ended it: not taken over
+    assert leases.owner_alive({"benchmark.host": socket.gethostname(), "benchmark.pid": str(os.getpid())})
 
 
 def test_the_lock_lives_beside_a_sqlite_store_or_in_the_cache(tmp_path):
-    assert str(claims.lock_path("sqlite:////data/mlruns/mlflow.db", tmp_path)) == "/data/mlruns/mlflow.db.claim-lock"
-    remote = claims.lock_path("http://server:5000", tmp_path)
+    assert str(leases.lock_path("sqlite:////data/mlruns/mlflow.db", tmp_path)) == "/data/mlruns/mlflow.db.claim-lock"
+    remote = leases.lock_path("http://server:5000", tmp_path)
     assert remote.parent == tmp_path / "locks" and remote.name.startswith("claims-")

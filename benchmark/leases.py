@@ -1,4 +1,4 @@
-"""Exactly once: a cell is claimed in the store before it runs, under a lock every `benchmark run` takes.
+"""Exactly once: a cell is leased (claimed in the store) before it runs, under a lock every `benchmark run` takes.
 
 A claim is the cell's child run, created RUNNING with the owner's host and pid. Checking "no FINISHED run and no
 live claim for this key under this parent" and creating the claim happen under one exclusive lock, so two
