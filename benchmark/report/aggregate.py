@@ -3,8 +3,8 @@
 A cell (dataset, backbone, defense, attack, filter, seed) may have several runs under one parent (a FAILED run, then a
 resumed FINISHED one): its FINISHED run counts (the latest if several); a cell without one is *failed* (its latest
 run's status and error), and an expected cell without any run is *missing*. Finished cells are grouped by
-(dataset, backbone, defense, attack, filter) and every metric is summarised over seeds with ``benchmark.metrics.mean_ci``
-(mean, sample std, t-based 95% interval). With a single seed a targeted attack's success rate keeps the cell's own
+(dataset, backbone, defense, attack, filter) and every metric is summarised over seeds with
+``benchmark.metrics.mean_ci`` (mean, sample std, t-based 95% interval). With a single seed a targeted attack's success rate keeps the cell's own
 Wilson interval over its trials, which is the only spread one run can show.
 """
 

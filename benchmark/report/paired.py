@@ -141,8 +141,8 @@ def pairwise_table(comparisons: list[Comparison]) -> Table:
         counts = f"{c.discordant[0]} vs {c.discordant[1]}" if c.discordant else ""
         rows.append([f"{dataset}/{backbone}", attack, f"{c.a} − {c.b}", what, fmt_effect(c.est),
                      f"{c.est.n} {UNIT_NAMES[c.kind]}", c.test, counts, fmt_p(c.p), fmt_p(c.p_adj)])
-    header = ["dataset/backbone", "attack", "arms A − B (defense+filter)", "effect on", "A − B (pts) [95% CI]", "n", "test",
-              "discordant (A only vs B only)", "p", "p (Holm)"]
+    header = ["dataset/backbone", "attack", "arms A − B (defense+filter)", "effect on", "A − B (pts) [95% CI]", "n",
+              "test", "discordant (A only vs B only)", "p", "p (Holm)"]
     note = (
         "Paired: the same targets (McNemar) or test images (bootstrap) in both cells, seed by seed. Effect: "
         "arm A minus arm B in percentage points, percentile bootstrap 95% interval (4,000 resamples, not "
