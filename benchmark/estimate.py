@@ -227,7 +227,9 @@ def estimate(suite: Suite, cells: list[Cell], gpu: bool, calibration: Calibratio
         est.seconds["attacks"] += passes / rate
         ev = cell.evaluation
         est.seconds["evaluation"] += min(ev.robust_samples, tgt.test) * ev.robust_steps / rate
-        refit = REFIT_SECONDS_PER_UNIT if cell.head.name == "torch_svm" and fits > 1 else HEAD_SECONDS_PER_UNIT
+        # a filtered cell fits each trial's head from scratch on the rows the filter kept: no shared-base refits
+        shared = cell.head.name == "torch_svm" and fits > 1 and not cell.filtered
+        refit = REFIT_SECONDS_PER_UNIT if shared else HEAD_SECONDS_PER_UNIT
         est.seconds["heads"] += (HEAD_SECONDS_PER_UNIT + fits * refit) * rows * _feature_dim(cell) * k
     est.backbones, est.feature_sets, est.cells = len(seen_backbones), len(seen_features), len(cells)
     return est
