@@ -3,14 +3,17 @@ and one ``PoisonTrial`` per target whose poisons keep the base class's label."""
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from adapters.base import Attack, AttackContext, PoisonTrial
+from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial
 from benchmark.errors import ParamError
 from benchmark.registry import Params
+
+log = logging.getLogger(__name__)
 
 Distance = Literal["l1", "l2"]
 
@@ -45,6 +48,22 @@ class TargetedAttack(Attack):
         targets = select_targets(ctx, self.params.target_class, self.params.num_targets)
         pool = torch.nonzero(ctx.y_train == self.params.base_class).flatten()
         return targets, pool
+
+    def usable(self, targets: torch.Tensor, pool: torch.Tensor) -> bool:
+        """Whether there is a target and a base image to attack with; warns when not, or when targets are short."""
+        if targets.numel() == 0 or pool.numel() == 0:
+            log.warning("%s: no usable target (%d) or base image (%d)", self.name, targets.numel(), pool.numel())
+            return False
+        if len(targets) < self.params.num_targets:
+            log.warning(
+                "%s: only %d of %d targets are correctly classified", self.name, len(targets), self.params.num_targets
+            )
+        return True
+
+    @staticmethod
+    def no_trials() -> PoisonResult:
+        """What a targeted attack returns when it has nothing to attack."""
+        return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
 
     def trial(self, rows: torch.Tensor, x: torch.Tensor, target_index: int) -> PoisonTrial:
         """One target's poisoned training set: ``rows`` replaced by ``x``, labels kept at ``base_class``."""
