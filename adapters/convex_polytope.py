@@ -28,7 +28,9 @@ class ConvexPolytopeParams(TargetedParams):
     coefficients: Literal["learned", "uniform"] = Field(
         "learned", description="learned: Convex Polytope; uniform: c = 1/k, Bullseye Polytope's objective"
     )
-    coefficient_steps: int = Field(1, ge=1, description="projected-gradient steps on c before each poison step")
+    # ours (the paper alternates c and poison updates): features share a large common component, so the problem in c
+    # is ill-conditioned and one 1/L step barely moves c (docs/metrics.md); the steps cost no extractor pass
+    coefficient_steps: int = Field(50, ge=1, description="projected-gradient steps on c before each poison step")
     batch_targets: int | None = Field(
         None, ge=1, description="targets optimised together (None: all); bounds memory, results do not change"
     )
