@@ -36,8 +36,11 @@ class WitchesBrewParams(TargetedParams):
     step_size: float | None = Field(
         None, gt=0.0, description="signed-Adam learning rate; None: 0.1 * eps (Geiping et al.: tau 0.1)"
     )
+    # cross_entropy (Geiping et al.'s loss) by default: with LinearSVC's squared hinge the cosine, blind to
+    # magnitude, is best matched by pushing most poisons out of the margin, where their gradient is zero and they
+    # no longer move the head (measured in docs/metrics.md)
     loss: HeadLoss = Field(
-        "squared_hinge", description="the head's training loss: squared_hinge (LinearSVC's) or cross_entropy"
+        "cross_entropy", description="the head's training loss: cross_entropy on its scores, or squared_hinge"
     )
     batch_targets: int | None = Field(
         None, ge=1, description="targets optimised together (None: all); bounds memory, results do not change"
