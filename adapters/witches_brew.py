@@ -36,9 +36,8 @@ class WitchesBrewParams(TargetedParams):
     step_size: float | None = Field(
         None, gt=0.0, description="signed-Adam learning rate; None: 0.1 * eps (Geiping et al.: tau 0.1)"
     )
-    # cross_entropy (Geiping et al.'s loss) by default: with LinearSVC's squared hinge the cosine, blind to
-    # magnitude, is best matched by pushing most poisons out of the margin, where their gradient is zero and they
-    # no longer move the head (measured in docs/metrics.md)
+    # cross_entropy (Geiping et al.'s loss) by default: LinearSVC's squared hinge gives poisons outside the margin
+    # no gradient, and the cosine, blind to magnitude, is matched by the few inside it (measured: docs/metrics.md)
     loss: HeadLoss = Field(
         "cross_entropy", description="the head's training loss: cross_entropy on its scores, or squared_hinge"
     )
