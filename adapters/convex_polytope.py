@@ -16,6 +16,7 @@ from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
 from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows
+from benchmark.errors import ParamError
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
 
@@ -44,6 +45,13 @@ class ConvexPolytope(TargetedAttack):
         "within an L-inf ball, coefficients on the simplex, batched over targets (uniform coefficients: Bullseye)."
     )
     Params = ConvexPolytopeParams
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.params.coefficients == "uniform" and "coefficient_steps" in self.params.model_fields_set:
+            raise ParamError(
+                f"attack '{self.name}': coefficient_steps does nothing with coefficients: uniform (c stays 1/k)"
+            )
 
     def cost(self, n_train: int, n_per_class: int) -> AttackCost:
         p = self.params

