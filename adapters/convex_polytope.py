@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
-from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows
+from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows, target_chunks
 from benchmark.errors import ParamError
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
@@ -32,8 +32,8 @@ class ConvexPolytopeParams(TargetedParams):
     # ours (the paper alternates c and poison updates): features share a large common component, so the problem in c
     # is ill-conditioned and one 1/L step barely moves c (docs/metrics.md); the steps cost no extractor pass
     coefficient_steps: int = Field(50, ge=1, description="projected-gradient steps on c before each poison step")
-    batch_targets: int | None = Field(
-        None, ge=1, description="targets optimised together (None: all); bounds memory, results do not change"
+    batch_size: int = Field(
+        256, ge=1, description="poisons per forward/backward pass, whole targets (memory only: poisons do not change)"
     )
 
 
@@ -65,12 +65,11 @@ class ConvexPolytope(TargetedAttack):
             return self.no_trials()
         target_feats = ctx.f_test[targets].float()
         bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, "l2")  # (T, k)
-        chunk = p.batch_targets or len(targets)
-        parts = []
-        starts = range(0, len(targets), chunk)
-        for s in progress(starts, desc=self.name, total=len(starts)):
-            rows = bases[s : s + chunk]
-            parts.append(self.optimise(ctx, ctx.x_train[rows], target_feats[s : s + chunk]))
+        chunks = target_chunks(len(targets), p.batch_size, bases.shape[1])
+        parts = [
+            self.optimise(ctx, ctx.x_train[bases[sl]], target_feats[sl])
+            for sl in progress(chunks, desc=self.name, total=len(chunks))
+        ]
         poisons, coeffs, objective, initial = (torch.cat(v) for v in zip(*parts, strict=True))
         trials = [self.trial(bases[t], poisons[t], int(targets[t])) for t in range(len(targets))]
         info = {

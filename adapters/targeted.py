@@ -78,6 +78,12 @@ class TargetedAttack(Attack):
         )
 
 
+def target_chunks(n_targets: int, batch_size: int, per_target: int) -> list[slice]:
+    """Slices of whole targets with at most ``batch_size`` poisons each (one target when it alone has more)."""
+    step = max(1, batch_size // per_target)
+    return [slice(s, s + step) for s in range(0, n_targets, step)]
+
+
 def feature_distance(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
     """Row-wise L1 or L2 distance between two (N, D) feature batches."""
     d = (a - b).flatten(1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
-from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows
+from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows, target_chunks
 from benchmark.linear import LinearHead
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
@@ -41,8 +41,8 @@ class WitchesBrewParams(TargetedParams):
     loss: HeadLoss = Field(
         "cross_entropy", description="the head's training loss: cross_entropy on its scores, or squared_hinge"
     )
-    batch_targets: int | None = Field(
-        None, ge=1, description="targets optimised together (None: all); bounds memory, results do not change"
+    batch_size: int = Field(
+        256, ge=1, description="poisons per forward/backward pass, whole targets (memory only: poisons do not change)"
     )
 
 
@@ -77,13 +77,12 @@ class WitchesBrew(TargetedAttack):
         best_x = x0.clone()
         best = torch.full((len(targets),), float("inf"))
         initial = self.objective(ctx, x0, target_grad, int(label))
-        chunk = p.batch_targets or len(targets)
+        chunks = target_chunks(len(targets), p.batch_size, bases.shape[1])
         for r in progress(range(p.restarts), desc=self.name, total=p.restarts):
             # the start of restart r is drawn for every target at once, so chunking cannot change it
             g = ctx.generator(offset=r)
             noise = (torch.randn(x0.shape, generator=g) * p.eps).clamp(-p.eps, p.eps)
-            for s in range(0, len(targets), chunk):
-                sl = slice(s, s + chunk)
+            for sl in chunks:
                 x = self.optimise(ctx, x0[sl], x0[sl] + noise[sl], target_grad[sl], int(label))
                 score = self.objective(ctx, x, target_grad[sl], int(label))
                 better = score < best[sl]

@@ -68,7 +68,7 @@ def test_objective_decreases(ctx):
 def test_deterministic_and_batching_invariant(ctx):
     a = ConvexPolytope(**SMALL)(ctx)
     b = ConvexPolytope(**SMALL)(ctx)
-    c = ConvexPolytope(batch_targets=1, **SMALL)(ctx)
+    c = ConvexPolytope(batch_size=3, **SMALL)(ctx)  # one target (3 poisons) per pass
     for s, t, u in zip(a.trials, b.trials, c.trials, strict=True):
         assert torch.equal(s.x, t.x)
         assert torch.equal(s.indices, u.indices)

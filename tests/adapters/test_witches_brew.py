@@ -70,7 +70,7 @@ def test_objective_decreases(ctx, loss):
 def test_deterministic_and_batching_invariant(ctx):
     a = WitchesBrew(**SMALL)(ctx)
     b = WitchesBrew(**SMALL)(ctx)
-    c = WitchesBrew(batch_targets=3, **SMALL)(ctx)
+    c = WitchesBrew(batch_size=7, **SMALL)(ctx)  # two targets (6 poisons) per pass
     for s, t, u in zip(a.trials, b.trials, c.trials, strict=True):
         assert torch.equal(s.x, t.x)
         torch.testing.assert_close(s.x, u.x, atol=1e-5, rtol=0)
