@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from adapters.base import check_budget
 from adapters.witches_brew import WitchesBrew, head_loss_gradient
 from benchmark.cli import main
+from benchmark.linf import adam_linf
 from conftest import tiny_suite, write_suite
 from mnist_context import mnist_ctx, successes
 from toy_context import make_ctx
@@ -100,6 +101,20 @@ def test_head_loss_gradient_matches_autograd(ctx, loss):
     gw, gb = torch.autograd.grad(total, (w, b))
     expected = torch.cat([gw, gb[:, None]], dim=1).flatten()
     torch.testing.assert_close(head_loss_gradient(ctx.head, f[None], label, loss)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_adam_linf_stays_in_the_box_and_follows_its_schedule(signed):
+    x0 = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+
+    def up(z):
+        return z.flatten(1).sum(1) * -1.0  # minimised by raising every pixel
+
+    x = adam_linf(up, x0, x0, eps=0.1, steps=40, lr=0.02, signed=signed)
+    assert torch.allclose(x, (x0 + 0.1).clamp(max=1.0), atol=1e-6)  # a monotone objective goes to the corner
+    # the rate is multiplied by gamma = 0 at step 1: only the first Adam step (of length lr) is taken
+    once = adam_linf(up, x0, x0, eps=0.1, steps=10, lr=0.02, signed=signed, milestones=[1], gamma=0.0)
+    torch.testing.assert_close(once, (x0 + 0.02).clamp(max=1.0), atol=1e-5, rtol=0)
 
 
 def test_cost_counts_extractor_passes():
