@@ -8,7 +8,6 @@ protocol (task, targets, success) is in docs/metrics.md; what all targeted attac
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Literal
 
@@ -26,8 +25,6 @@ from adapters.targeted import (
 )
 from benchmark.linf import default_step_size, sign_pgd
 from benchmark.progress import progress
-
-log = logging.getLogger(__name__)
 
 
 class PoisonFrogParams(TargetedParams):
@@ -86,11 +83,8 @@ class PoisonFrog(TargetedAttack):
         p = self.params
         dist = self.resolved_distance
         targets, pool = self.targets_and_pool(ctx)
-        if targets.numel() == 0 or pool.numel() == 0:
-            log.warning("poison_frog: no usable target (%d) or base image (%d)", targets.numel(), pool.numel())
-            return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
-        if len(targets) < p.num_targets:
-            log.warning("poison_frog: only %d of %d targets are correctly classified", len(targets), p.num_targets)
+        if not self.usable(targets, pool):
+            return self.no_trials()
         target_feats = ctx.f_test[targets].float()
 
         # units: (target position, base rows optimised together); one per target (paper) or per chunk (code)

@@ -6,6 +6,8 @@ BUILTIN_ATTACK_MODULES = [
     "adapters.no_attack",
     "adapters.label_flip",
     "adapters.poison_frog",
+    "adapters.convex_polytope",
+    "adapters.witches_brew",
     "adapters.adv_poison",
     "adapters.art_adapter",
 ]

@@ -3,14 +3,17 @@ and one ``PoisonTrial`` per target whose poisons keep the base class's label."""
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from adapters.base import Attack, AttackContext, PoisonTrial
+from adapters.base import Attack, AttackContext, PoisonResult, PoisonTrial
 from benchmark.errors import ParamError
 from benchmark.registry import Params
+
+log = logging.getLogger(__name__)
 
 Distance = Literal["l1", "l2"]
 
@@ -46,6 +49,22 @@ class TargetedAttack(Attack):
         pool = torch.nonzero(ctx.y_train == self.params.base_class).flatten()
         return targets, pool
 
+    def usable(self, targets: torch.Tensor, pool: torch.Tensor) -> bool:
+        """Whether there is a target and a base image to attack with; warns when not, or when targets are short."""
+        if targets.numel() == 0 or pool.numel() == 0:
+            log.warning("%s: no usable target (%d) or base image (%d)", self.name, targets.numel(), pool.numel())
+            return False
+        if len(targets) < self.params.num_targets:
+            log.warning(
+                "%s: only %d of %d targets are correctly classified", self.name, len(targets), self.params.num_targets
+            )
+        return True
+
+    @staticmethod
+    def no_trials() -> PoisonResult:
+        """What a targeted attack returns when it has nothing to attack."""
+        return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
+
     def trial(self, rows: torch.Tensor, x: torch.Tensor, target_index: int) -> PoisonTrial:
         """One target's poisoned training set: ``rows`` replaced by ``x``, labels kept at ``base_class``."""
         p = self.params
@@ -57,6 +76,12 @@ class TargetedAttack(Attack):
             target_label=p.target_class,
             adversarial_label=p.base_class,
         )
+
+
+def target_chunks(n_targets: int, batch_size: int, per_target: int) -> list[slice]:
+    """Slices of whole targets with at most ``batch_size`` poisons each (one target when it alone has more)."""
+    step = max(1, batch_size // per_target)
+    return [slice(s, s + step) for s in range(0, n_targets, step)]
 
 
 def feature_distance(a: torch.Tensor, b: torch.Tensor, distance: Distance) -> torch.Tensor:
