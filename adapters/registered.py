@@ -8,6 +8,7 @@ BUILTIN_ATTACK_MODULES = [
     "adapters.poison_frog",
     "adapters.adv_poison",
     "adapters.art_adapter",
+    "adapters.art_backdoors",
 ]
 
 for _module in BUILTIN_ATTACK_MODULES:
