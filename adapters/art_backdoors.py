@@ -22,6 +22,7 @@ from pydantic import Field
 
 from adapters.art_adapter import FEATURE_LAYER, _cuda_device, _numpy_seed, _project_linf, art_classifier
 from adapters.base import Attack, AttackContext, AttackCost, PoisonResult, PoisonTrial, Trigger, register
+from adapters.targeted import feature_distance
 from benchmark.errors import AttackError, ParamError
 from benchmark.progress import progress
 from benchmark.registry import Params
@@ -107,10 +108,23 @@ class _ArtBackdoor(Attack):
         return PoisonResult(trials=trials, info=self.summary(ctx, trials))
 
     def summary(self, ctx: AttackContext, trials: list[PoisonTrial]) -> dict[str, float]:
-        """What the poisons did to the clean head: share still classified as base_class (its proxy view)."""
-        x = torch.cat([t.x for t in trials])
-        kept = ctx.head.predict(ctx.features(x)).cpu() == self.params.base_class
-        return {"poisons_clean_head_base": float(kept.float().mean())}
+        """What the poisons are in feature space: the share the clean head still gives base_class, and the mean
+        L2 distance of their features (before and after the attack) to the centroid of the trial's triggered
+        victim-class training images, the region hidden trigger pulls them to."""
+        p = self.params
+        victims = ctx.x_train[ctx.y_train == p.target_class]
+        kept, before, after = [], [], []
+        for trial in trials:
+            centre = ctx.features(trial.trigger.apply(victims)).mean(0, keepdim=True)
+            feats = ctx.features(trial.x)
+            kept.append(ctx.head.predict(feats).cpu() == p.base_class)
+            before.append(feature_distance(ctx.f_train[trial.indices], centre, "l2"))
+            after.append(feature_distance(feats, centre, "l2"))
+        return {
+            "poisons_clean_head_base": float(torch.cat(kept).float().mean()),
+            "mean_initial_feature_distance": float(torch.cat(before).mean()),
+            "mean_feature_distance": float(torch.cat(after).mean()),
+        }
 
     def onehot(self, ctx: AttackContext, labels: torch.Tensor) -> np.ndarray:
         """Labels as ART's one-hot rows over the clean head's classes."""
