@@ -242,7 +242,8 @@ class ArtCleanLabelBackdoor(_ArtBackdoor):
 
     def cost(self, n_train: int, n_per_class: int) -> AttackCost:
         p = self.params
-        return AttackCost(passes=p.num_trials * p.num_poisons * p.max_iter * max(1, p.num_random_init), refits=p.num_trials)
+        passes = p.num_trials * p.num_poisons * p.max_iter * max(1, p.num_random_init)
+        return AttackCost(passes=passes, refits=p.num_trials)
 
     def _poison(
         self, ctx: AttackContext, classifier, trigger: Trigger, g: torch.Generator

@@ -156,8 +156,9 @@ def test_art_hidden_trigger_by_index_always_raises(ctx):
     trigger = ArtHiddenTrigger(patch_size=2).trigger((3, 12, 12), torch.Generator().manual_seed(0))
     y = ctx.y_train.numpy()
     bases, sources = np.nonzero(y == 1)[0][:3], np.nonzero(y == 0)[0][:3]  # valid: different classes
-    attack = HiddenTriggerBackdoorPyTorch(art_classifier(ctx), target=bases, source=sources, feature_layer=FEATURE_LAYER,
-                                          backdoor=_backdoor(trigger), is_index=True, max_iter=2, verbose=False)
+    attack = HiddenTriggerBackdoorPyTorch(art_classifier(ctx), target=bases, source=sources,
+                                          feature_layer=FEATURE_LAYER, backdoor=_backdoor(trigger), is_index=True,
+                                          max_iter=2, verbose=False)
     with pytest.raises(ValueError, match="source class that is labeled as the target"):
         attack.poison(ctx.x_train.numpy(), y=np.eye(2)[y])
 
