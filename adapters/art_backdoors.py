@@ -84,9 +84,7 @@ class _ArtBackdoor(Attack):
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         p = self.params
-        n_base = int((ctx.y_train == p.base_class).sum())
-        if n_base < p.num_poisons:
-            raise AttackError(f"attack '{self.name}': {n_base} base-class training images for {p.num_poisons} poisons")
+        self.require_rows(ctx, "base", p.base_class)
         trials = []
         with _cuda_device(ctx):
             classifier = art_classifier(ctx)
@@ -106,6 +104,11 @@ class _ArtBackdoor(Attack):
                     )
                 )
         return PoisonResult(trials=trials, info=self.summary(ctx, trials))
+
+    def require_rows(self, ctx: AttackContext, what: str, label: int) -> None:
+        n, need = int((ctx.y_train == label).sum()), self.params.num_poisons
+        if n < need:
+            raise AttackError(f"attack '{self.name}': {n} {what}-class training images for {need} poisons")
 
     def summary(self, ctx: AttackContext, trials: list[PoisonTrial]) -> dict[str, float]:
         """What the poisons are in feature space: the share the clean head still gives base_class, and the mean
@@ -171,6 +174,7 @@ class ArtHiddenTrigger(_ArtBackdoor):
         from art.attacks.poisoning import HiddenTriggerBackdoorPyTorch
 
         p = self.params
+        self.require_rows(ctx, "victim", p.target_class)  # as many triggered victims as poisons
         # ART 1.20's is_index=True always raises (it checks the poison rows, not the source rows, against the
         # poison class), so ART picks the rows from labels: exactly num_poisons bases, as many victims
         base = torch.nonzero(ctx.y_train == p.base_class).flatten()

@@ -74,6 +74,12 @@ def test_clean_label_backdoor_poisons_carry_the_stamp_and_pgd_outside_it(ctx):
     assert max(float((t.x - ctx.x_train[t.indices]).abs().max()) for t in inside.trials) <= 0.1 + 1e-6
 
 
+def test_more_poisons_than_base_images_fails_naming_the_count(ctx):
+    n = int((ctx.y_train == 1).sum())
+    with pytest.raises(AttackError, match=f"{n} base-class training images for 500 poisons"):
+        ArtHiddenTrigger(**{**HTBD_FAST, "num_poisons": 500})(ctx)
+
+
 def test_a_patch_larger_than_the_images_fails_with_its_size(ctx):
     with pytest.raises(AttackError, match="patch_size 13 does not fit 12x12 images"):
         ArtCleanLabelBackdoor(**{**CLBD_FAST, "patch_size": 13})(ctx)
