@@ -74,6 +74,17 @@ def test_clean_label_backdoor_poisons_carry_the_stamp_and_pgd_outside_it(ctx):
     assert max(float((t.x - ctx.x_train[t.indices]).abs().max()) for t in inside.trials) <= 0.1 + 1e-6
 
 
+@pytest.mark.parametrize("cls,params", [(ArtHiddenTrigger, HTBD_FAST), (ArtCleanLabelBackdoor, CLBD_FAST)])
+def test_a_multiclass_task_poisons_the_base_class_rows(cls, params):
+    ctx3 = make_ctx(classes=(0, 1, 2), n_train=150, n_test=60, size=12)
+    attack = cls(**{**params, "binary": False, "target_class": 2, "base_class": 0})
+    assert attack.task_classes() is None
+    result = attack(ctx3)
+    check_budget(ctx3.x_train, result, attack.budget_eps, 4, classes=[0, 1, 2], max_trigger_area=9)
+    for trial in result.trials:
+        assert torch.all(ctx3.y_train[trial.indices] == 0) and (trial.target_label, trial.adversarial_label) == (2, 0)
+
+
 def test_more_poisons_than_base_images_fails_naming_the_count(ctx):
     n = int((ctx.y_train == 1).sum())
     with pytest.raises(AttackError, match=f"{n} base-class training images for 500 poisons"):
