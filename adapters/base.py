@@ -62,6 +62,23 @@ class AttackContext:
 
 
 @dataclass
+class Trigger:
+    """A backdoor patch: ``pattern`` (C, H, W) in [0, 1] replaces the pixels where ``mask`` (H, W, bool) is set."""
+
+    pattern: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, C, H, W) with the patch stamped on every image (a copy)."""
+        mask = self.mask.to(x.device, torch.bool)
+        return torch.where(mask, self.pattern.to(x.device, x.dtype), x)
+
+
+@dataclass
 class PoisonTrial:
     """One poisoned training set, described by the rows it replaces.
 
@@ -77,6 +94,7 @@ class PoisonTrial:
     target_index: int | None = None  # targeted: row of the test set that is attacked
     target_label: int | None = None  # targeted: its true label
     adversarial_label: int | None = None  # targeted: the label the attacker wants it to get
+    trigger: Trigger | None = None  # backdoor: the patch stamped on test images of target_label at test time
 
 
 @dataclass
@@ -108,6 +126,8 @@ class BudgetReport:
     eps: float
     max_changed: int | None
     passed: bool
+    trigger_area: int = 0  # the largest backdoor trigger (pixels), 0 without one
+    max_trigger_area: int = 0
 
     def line(self) -> str:
         state = "passed" if self.passed else "FAILED"
@@ -116,9 +136,10 @@ class BudgetReport:
             return f"budget check {state}: no training row changed"
         if self.eps == 0 and self.linf == 0:  # a label-only attack: there is no pixel budget to report
             return f"budget check {state}: images unchanged (labels only), changed samples {self.changed}{cap}"
+        trigger = f", trigger area {self.trigger_area} <= {self.max_trigger_area} pixels" if self.trigger_area else ""
         return (
             f"budget check {state}: max L-inf {self.linf:.6f} <= eps {self.eps:.6f}, pixels in "
-            f"[{self.pixel_min:.4f}, {self.pixel_max:.4f}] within [0, 1], changed samples {self.changed}{cap}"
+            f"[{self.pixel_min:.4f}, {self.pixel_max:.4f}] within [0, 1], changed samples {self.changed}{cap}{trigger}"
         )
 
 
@@ -144,6 +165,10 @@ class Attack(Configurable):
     def max_poisons(self, n_train: int) -> int | None:
         return None
 
+    def max_trigger_area(self, image_shape: tuple[int, ...]) -> int:
+        """Pixels a backdoor trigger may cover on images of ``image_shape`` (C, H, W); 0: the attack has none."""
+        return 0
+
     def task_classes(self) -> list[int] | None:
         """Labels the attack's task is restricted to (e.g. a binary task), or None for all classes."""
         return None
@@ -167,15 +192,18 @@ def check_budget(
     n_train: int | None = None,
     classes: list[int] | None = None,
     n_test: int | None = None,
+    max_trigger_area: int = 0,
 ) -> BudgetReport:
     """Check every trial against the budget; raise BudgetError on a violation, else return the report.
 
     Image-space: L-inf distance to the original rows <= eps + 1e-6, same image shape, pixels in [0, 1]. Every
     space: integer indices, valid and unique, count of changed rows <= ``max_changed``, labels among ``classes``
-    (the task's), a target row inside the test set (``n_test``). The report is logged either way.
+    (the task's), a target row inside the test set (``n_test``). A backdoor trial's trigger: the image's shape,
+    pattern in [0, 1], at most ``max_trigger_area`` pixels; its poisons may leave the eps-ball only on pixels equal
+    to the trigger's pattern inside its mask (the stamp). The report is logged either way.
     """
     worst_linf, sum_linf, n_rows = 0.0, 0.0, 0
-    pmin, pmax, changed = 0.0, 1.0, 0
+    pmin, pmax, changed, trigger_area = 0.0, 1.0, 0, 0
     n_train = len(x_clean) if n_train is None else n_train
     problems: list[str] = []
     first = True
@@ -195,13 +223,22 @@ def check_budget(
         if len(trial.y) != len(idx):
             problems.append(f"trial {t}: {len(trial.y)} labels for {len(idx)} indices")
         changed = max(changed, int(idx.numel()))
+        if trial.trigger is not None:
+            problem = _trigger_problem(trial.trigger, tuple(x_clean.shape[1:]), max_trigger_area, result.space)
+            if problem:
+                problems.append(f"trial {t}: {problem}")
+                continue
+            trigger_area = max(trigger_area, trial.trigger.area)
         if result.space == "image":
             if trial.x is None or trial.x.shape != (len(idx), *x_clean.shape[1:]):
                 problems.append(f"trial {t}: image-space attack without one image per index, of the data's shape")
                 continue
             if idx.numel() == 0:
                 continue
-            delta = (trial.x.float() - x_clean[idx].float()).abs().flatten(1).amax(dim=1)
+            delta = (trial.x.float() - x_clean[idx].float()).abs()
+            if trial.trigger is not None:  # the stamped trigger is not a perturbation
+                delta = torch.where(_stamped(trial.x, trial.trigger), 0.0, delta)
+            delta = delta.flatten(1).amax(dim=1)
             worst_linf = max(worst_linf, float(delta.max()))
             sum_linf += float(delta.sum())
             n_rows += int(delta.numel())
@@ -226,6 +263,8 @@ def check_budget(
         eps=eps,
         max_changed=max_changed,
         passed=not problems,
+        trigger_area=trigger_area,
+        max_trigger_area=max_trigger_area,
     )
     if changed == 0:
         pass  # nothing was poisoned (the clean baseline): no budget line to print
@@ -264,17 +303,42 @@ def _shape_problem(trial: PoisonTrial, classes: list[int] | None, n_test: int | 
     return ""
 
 
+def _trigger_problem(trigger: Trigger, image_shape: tuple[int, ...], max_area: int, space: str) -> str:
+    """What is wrong with a backdoor trigger ('' if nothing): its type, shapes, pixel range and area."""
+    if not isinstance(trigger, Trigger):
+        return f"trigger is a {type(trigger).__name__}, not a Trigger"
+    if space != "image":
+        return "a trigger needs an image-space attack"
+    pattern, mask = trigger.pattern, trigger.mask
+    if not isinstance(pattern, torch.Tensor) or not pattern.is_floating_point() or tuple(pattern.shape) != image_shape:
+        return f"trigger pattern is not a floating-point tensor of the images' shape {image_shape}"
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != image_shape[1:]:
+        return f"trigger mask is not a boolean tensor of shape {image_shape[1:]}"
+    if not torch.isfinite(pattern).all() or pattern.min() < -PIXEL_TOLERANCE or pattern.max() > 1 + PIXEL_TOLERANCE:
+        return "trigger pattern leaves [0, 1]"
+    if trigger.area == 0 or trigger.area > max_area:
+        return f"trigger area {trigger.area} pixels is not within the attack's 1..{max_area}"
+    return ""
+
+
+def _stamped(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
+    """(M, C, H, W) bool: pixels of ``x`` inside the trigger's mask that equal its pattern."""
+    same = (x.float() - trigger.pattern.float()).abs() <= PIXEL_TOLERANCE
+    return same & trigger.mask
+
+
 def run_attack(attack: Attack, ctx: AttackContext, classes: list[int] | None = None) -> tuple[PoisonResult, BudgetReport]:
     """Run ``attack`` on copies of ``ctx`` and check what it returns against ``ctx``, which it cannot reach.
 
     The attack gets clones of every tensor and of the extractor and head, so an in-place edit cannot change what
     the poisons are compared with, nor the features, head or model the cell goes on to use. Its budget (eps,
-    max poisons) is read before it runs. Anything it raises fails the cell, ``SystemExit`` and a
+    max poisons, trigger area) is read before it runs. Anything it raises fails the cell, ``SystemExit`` and a
     ``KeyboardInterrupt`` of its own included; only a real Ctrl-C or SIGTERM (see ``benchmark.signals``) passes.
     """
     from benchmark import signals
 
     eps, cap = attack.budget_eps, attack.max_poisons(len(ctx.y_train))
+    area = attack.max_trigger_area(tuple(ctx.x_train.shape[1:]))
     copies = replace(
         ctx,
         extractor=copy.deepcopy(ctx.extractor),
@@ -292,7 +356,9 @@ def run_attack(attack: Attack, ctx: AttackContext, classes: list[int] | None = N
         raise AttackError(f"attack '{attack.name}' raised {type(err).__name__}: {err}") from None
     if not isinstance(result, PoisonResult) or not isinstance(result.trials, list):
         raise AttackError(f"attack '{attack.name}' returned {type(result).__name__}, not a PoisonResult")
-    report = check_budget(ctx.x_train, result, eps=eps, max_changed=cap, classes=classes, n_test=len(ctx.y_test))
+    report = check_budget(
+        ctx.x_train, result, eps=eps, max_changed=cap, classes=classes, n_test=len(ctx.y_test), max_trigger_area=area
+    )
     return result, report
 
 

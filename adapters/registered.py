@@ -10,6 +10,7 @@ BUILTIN_ATTACK_MODULES = [
     "adapters.witches_brew",
     "adapters.adv_poison",
     "adapters.art_adapter",
+    "adapters.art_backdoors",
 ]
 
 for _module in BUILTIN_ATTACK_MODULES:

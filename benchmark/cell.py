@@ -22,6 +22,7 @@ import torch
 
 from adapters.base import Attack, AttackContext, PoisonResult, run_attack
 from benchmark.artifacts import label_flip_artifacts
+from benchmark.backdoor import backdoor_stage, has_trigger
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
 from benchmark.filtering import filtered_heads_stage
@@ -192,6 +193,12 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     outcome, outcome_files = outcome_stage(task, result, clean_head, m["clean_accuracy"], heads, edits)
     m.update(outcome)
     rec.artifacts.update(outcome_files)
+    if has_trigger(result):  # backdoors: success on triggered victim-class test images (benchmark/backdoor.py)
+        triggered, triggered_files = backdoor_stage(
+            result, clean_head, heads, task.x_test, task.y_test, task.f_test, extractor, device
+        )
+        m.update(triggered)
+        rec.artifacts.update(triggered_files)
     rec.results["robust_eps_used"] = eps = _robust_eps(cell, attack)
     m.update(robust_stage(cell, task, extractor, clean_head, eps, device))
 
