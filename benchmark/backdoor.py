@@ -97,6 +97,16 @@ def hits_npz(hits: TriggeredHits) -> bytes:
     return buf.getvalue()
 
 
+def load_triggered_rates(data: bytes) -> dict[int, float]:
+    """From ``backdoor_hits.npz``: test row -> share of trials whose poisoned head gave it the attacker's label once
+    triggered, for the counted images (what the report pairs across cells)."""
+    with np.load(io.BytesIO(data)) as f:
+        poisoned = np.unpackbits(f["poisoned"], axis=1, count=int(f["n"])).astype(bool)
+        rows, counted = f["rows"], f["counted"].astype(bool)
+    rates = poisoned.mean(axis=0) if len(poisoned) else np.full(len(rows), np.nan)
+    return {int(r): float(v) for r, v, c in zip(rows, rates, counted, strict=True) if c}
+
+
 def triggered_png(result: PoisonResult, x_test: torch.Tensor, hits: TriggeredHits) -> bytes:
     """One victim-class test image without and with each of the first trials' triggers."""
     import matplotlib

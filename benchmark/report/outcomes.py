@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.backdoor import BACKDOOR_HITS, load_triggered_rates
 from benchmark.outcomes import PER_TARGET, TEST_CORRECT, load_test_correct
 from benchmark.report.aggregate import Aggregate
 from benchmark.report.source import RunSet, download
@@ -24,6 +25,8 @@ class Outcome:
     clean: np.ndarray  # (N,) bool: clean head correct on each test image of the cell's task
     poisoned: np.ndarray  # (trials, N) bool: each trial's poisoned head
     targets: dict[int, bool] = field(default_factory=dict)  # targeted: test row of the target -> success
+    # backdoors: test row of a counted victim image -> share of trials whose trigger turned it
+    triggered: dict[int, float] = field(default_factory=dict)
 
     @property
     def poisoned_mean(self) -> np.ndarray:
@@ -45,10 +48,14 @@ def load_outcomes(rs: RunSet, agg: Aggregate) -> dict[str, Outcome]:
                 if path is None or not path.is_file():
                     continue
                 clean, poisoned = load_test_correct(path.read_bytes())
-                targets = {}
-                if "attack_success_rate" in run.metrics:
+                targets, triggered = {}, {}
+                if "backdoor_success_clean_head" in run.metrics:
+                    hits = download(rs.tracker, run.run_id, BACKDOOR_HITS, Path(tmp))
+                    if hits is not None and hits.is_file():
+                        triggered = load_triggered_rates(hits.read_bytes())
+                elif "attack_success_rate" in run.metrics:
                     csv_path = download(rs.tracker, run.run_id, PER_TARGET, Path(tmp))
                     if csv_path is not None and csv_path.is_file():
                         targets = _targets(csv_path.read_text())
-                out[run.run_id] = Outcome(clean, poisoned, targets)
+                out[run.run_id] = Outcome(clean, poisoned, targets, triggered)
     return out

@@ -6,6 +6,8 @@ same test images in both cells.
   bootstrap interval over those targets;
 - accuracy drop over test images: per image, (clean - poisoned correctness) in cell A minus the same in cell B,
   bootstrapped over images (seeds pooled, each seed pairing its own cells);
+- triggered success (backdoors): per victim image counted in both cells, the share of trials whose trigger turned
+  it, A minus B, bootstrapped over those images (seeds pooled);
 - accuracy drop over seeds: the per-seed differences of ``accuracy_drop``, bootstrapped over seeds (2+ seeds).
 
 Every p-value of the table is adjusted by Holm's method over the table's comparisons (one family).
@@ -24,10 +26,11 @@ from benchmark.report.outcomes import Outcome
 from benchmark.report.stats import Estimate, bootstrap_mean, holm, mcnemar_exact
 from benchmark.report.tables import Table
 
-UNIT_NAMES = {"success": "targets", "drop": "test images", "drop_seeds": "seeds", "poisoned": "test images",
-              "clean": "test images"}
+UNIT_NAMES = {"success": "targets", "triggered": "victim images", "drop": "test images", "drop_seeds": "seeds",
+              "poisoned": "test images", "clean": "test images"}
 TESTS = {
     "success": "exact McNemar",
+    "triggered": "paired bootstrap, victim images",
     "drop": "paired bootstrap, test images",
     "drop_seeds": "paired bootstrap, seeds",
     "poisoned": "paired bootstrap, test images",
@@ -69,6 +72,9 @@ def per_unit(kind: str, pairs: list[tuple[Outcome, Outcome]]) -> np.ndarray:
         if kind == "success":
             common = sorted(set(oa.targets) & set(ob.targets))
             parts.append(np.array([float(oa.targets[t]) - float(ob.targets[t]) for t in common]))
+        elif kind == "triggered":
+            common = sorted(set(oa.triggered) & set(ob.triggered))
+            parts.append(np.array([oa.triggered[r] - ob.triggered[r] for r in common]))
         elif kind == "drop":
             parts.append((oa.clean - oa.poisoned_mean) - (ob.clean - ob.poisoned_mean))
         elif kind == "poisoned":
@@ -114,13 +120,18 @@ def pairwise(agg: Aggregate, outcomes: dict[str, Outcome]) -> list[Comparison]:
         slots.setdefault((key[0], key[1], key[3]), []).append(group)
     for groups in slots.values():
         for ga, gb in itertools.combinations(groups, 2):
-            kinds = ["success"] if "attack_success_rate" in ga.stats else []
+            kinds = [success_kind(ga)] if "attack_success_rate" in ga.stats else []
             for kind in [*kinds, "drop", "drop_seeds"]:
                 comp = compare(kind, ga, gb, outcomes)
                 if comp is not None:
                     out.append(comp)
     adjust(out)
     return out
+
+
+def success_kind(group: Group) -> str:
+    """How a group's success rate pairs: per target (targeted attacks) or per triggered victim image (backdoors)."""
+    return "triggered" if "backdoor_success_clean_head" in group.stats else "success"
 
 
 def fmt_effect(est: Estimate) -> str:
@@ -137,7 +148,7 @@ def pairwise_table(comparisons: list[Comparison]) -> Table:
     rows = []
     for c in comparisons:
         dataset, backbone, _, attack, _ = c.key
-        what = "success rate" if c.kind == "success" else "accuracy drop"
+        what = "success rate" if c.kind in ("success", "triggered") else "accuracy drop"
         counts = f"{c.discordant[0]} vs {c.discordant[1]}" if c.discordant else ""
         rows.append([f"{dataset}/{backbone}", attack, f"{c.a} − {c.b}", what, fmt_effect(c.est),
                      f"{c.est.n} {UNIT_NAMES[c.kind]}", c.test, counts, fmt_p(c.p), fmt_p(c.p_adj)])

@@ -25,6 +25,7 @@ PERCENT = {
     "external_accuracy",
     "filter_poisons_caught",
     "filter_clean_rows_lost",
+    "backdoor_success_clean_head",
 }
 # metric -> (scale, decimals, unit shown in headers)
 UNITS: dict[str, tuple[float, int, str]] = {
@@ -52,6 +53,8 @@ FILTER_COLUMNS = (
     ("filter_poisons_caught", "poisons caught"),
     ("filter_clean_rows_lost", "clean rows lost"),
 )
+# backdoors: the trigger's success on the clean head, the baseline of their success column; shown when present
+BACKDOOR_COLUMNS = (("backdoor_success_clean_head", "trigger alone"),)
 DASH = "–"
 
 
@@ -176,11 +179,14 @@ def _reference_table(agg: Aggregate, tid: str, refs: list[ReferenceSpec]) -> Tab
 
 
 def full_table(agg: Aggregate) -> Table:
-    """Every group, one row; the filter column and what the filters removed only when a cell had a filter."""
+    """Every group, one row; the filter column and what the filters removed only when a cell had a filter, the
+    trigger's clean-head success only when a cell had a backdoor."""
     keys = agg.all_keys()
     filtered = any(dict(zip(GROUP_AXES, k, strict=True))["filter"] != NO_FILTER for k in keys)
     axes = GROUP_AXES if filtered else tuple(a for a in GROUP_AXES if a != "filter")
-    columns = FULL_COLUMNS + (FILTER_COLUMNS if filtered else ())
+    backdoors = any("backdoor_success_clean_head" in g.stats for g in agg.groups.values())
+    columns = FULL_COLUMNS[:4] + (BACKDOOR_COLUMNS if backdoors else ()) + FULL_COLUMNS[4:]
+    columns += FILTER_COLUMNS if filtered else ()
     header = [*axes, "seeds"] + [f"{short} ({unit(m)})" if unit(m) else short for m, short in columns]
     rows, lookup = [], {}
     for key in keys:
