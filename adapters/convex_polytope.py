@@ -15,13 +15,13 @@ import torch
 from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
-from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows, target_chunks
+from adapters.targeted import BatchedTargetedParams, TargetedAttack, nearest_rows, target_chunks
 from benchmark.errors import ParamError
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
 
 
-class ConvexPolytopeParams(TargetedParams):
+class ConvexPolytopeParams(BatchedTargetedParams):
     num_poisons: int = Field(5, ge=1, description="poisons per target, the polytope's vertices (Zhu et al.: 5)")
     eps: float = Field(0.1, ge=0.0, le=1.0, description="L-inf radius (Zhu et al.: 0.1)")
     steps: int = Field(4000, ge=0, description="Adam steps on the poisons (Zhu et al.: 4000)")
@@ -32,9 +32,6 @@ class ConvexPolytopeParams(TargetedParams):
     # ours (the paper alternates c and poison updates): features share a large common component, so the problem in c
     # is ill-conditioned and one 1/L step barely moves c (docs/metrics.md); the steps cost no extractor pass
     coefficient_steps: int = Field(50, ge=1, description="projected-gradient steps on c before each poison step")
-    batch_size: int = Field(
-        256, ge=1, description="poisons per forward/backward pass, whole targets (memory only: poisons do not change)"
-    )
 
 
 @register

@@ -27,6 +27,12 @@ class TargetedParams(Params):
     num_poisons: int = Field(1, ge=1, description="poisons per target (paper: one)")
 
 
+class BatchedTargetedParams(TargetedParams):
+    batch_size: int = Field(
+        256, ge=1, description="poisons per forward/backward pass, whole targets (memory only: poisons do not change)"
+    )
+
+
 class TargetedAttack(Attack):
     """Base of the targeted clean-label attacks: success means the target is predicted as ``base_class``."""
 

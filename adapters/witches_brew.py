@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
-from adapters.targeted import TargetedAttack, TargetedParams, nearest_rows, target_chunks
+from adapters.targeted import BatchedTargetedParams, TargetedAttack, nearest_rows, target_chunks
 from benchmark.linear import LinearHead
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
@@ -26,7 +26,7 @@ HeadLoss = Literal["squared_hinge", "cross_entropy"]
 LR_MILESTONES = (0.375, 0.625, 0.875)  # Geiping et al.'s code: learning rate x 0.1 at these fractions of the steps
 
 
-class WitchesBrewParams(TargetedParams):
+class WitchesBrewParams(BatchedTargetedParams):
     num_poisons: int = Field(
         25, ge=1, description="poisons per target (Geiping et al.: 1% of the training set; 1% of 2,500 images)"
     )
@@ -40,9 +40,6 @@ class WitchesBrewParams(TargetedParams):
     # no gradient, and the cosine, blind to magnitude, is matched by the few inside it (measured: docs/metrics.md)
     loss: HeadLoss = Field(
         "cross_entropy", description="the head's training loss: cross_entropy on its scores, or squared_hinge"
-    )
-    batch_size: int = Field(
-        256, ge=1, description="poisons per forward/backward pass, whole targets (memory only: poisons do not change)"
     )
 
 

@@ -16,6 +16,25 @@ import torch
 from adapters.base import PoisonResult
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (cells run headless, in worker processes too)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (80 dpi: artifacts are looked at in the MLflow UI), and closed."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
 def label_flip_artifacts(y_clean: torch.Tensor, result: PoisonResult) -> dict[str, bytes]:
     """The relabelled rows of every trial as a CSV table and a from -> to picture; empty when no label changed."""
     rows = []
@@ -36,11 +55,7 @@ def label_flip_artifacts(y_clean: torch.Tensor, result: PoisonResult) -> dict[st
 
 
 def _flip_matrix(rows: list[tuple[int, int, int, int]], classes: list[int]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     pos = {c: i for i, c in enumerate(classes)}
     counts = np.zeros((len(classes), len(classes)), dtype=int)
     for _, _, before, after in rows:
@@ -59,8 +74,4 @@ def _flip_matrix(rows: list[tuple[int, int, int, int]], classes: list[int]) -> b
     ax.set_ylabel("true label")
     ax.set_title(f"{len(rows)} labels flipped (from -> to)", fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8, label="samples")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

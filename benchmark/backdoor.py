@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from adapters.base import PoisonResult
+from benchmark.artifacts import figure_png, pyplot
 from benchmark.linear import LinearHead
 from benchmark.metrics import wilson_interval
 from benchmark.models import extract_features
@@ -109,11 +110,7 @@ def load_triggered_rates(data: bytes) -> dict[int, float]:
 
 def triggered_png(result: PoisonResult, x_test: torch.Tensor, hits: TriggeredHits) -> bytes:
     """One victim-class test image without and with each of the first trials' triggers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not len(hits.rows):
         return b""
     image = x_test[int(hits.rows[0]) : int(hits.rows[0]) + 1].float()
@@ -125,11 +122,7 @@ def triggered_png(result: PoisonResult, x_test: torch.Tensor, hits: TriggeredHit
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def backdoor_stage(

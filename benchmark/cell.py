@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from adapters.base import Attack, AttackContext, PoisonResult, run_attack
-from benchmark.artifacts import label_flip_artifacts
+from benchmark.artifacts import figure_png, label_flip_artifacts, pyplot
 from benchmark.backdoor import backdoor_stage, has_trigger
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
@@ -474,11 +474,7 @@ def _poison_artifacts(x_clean: torch.Tensor, result: PoisonResult) -> dict[str, 
 
 
 def _poison_grid(x_clean: torch.Tensor, changed: list[tuple[torch.Tensor, torch.Tensor]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(changed)
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5), squeeze=False)
     for j, (i, poison) in enumerate(changed):
@@ -494,8 +490,4 @@ def _poison_grid(x_clean: torch.Tensor, changed: list[tuple[torch.Tensor, torch.
             ax.set_yticks([])
             if j == 0 or r == 2:
                 ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
