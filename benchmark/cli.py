@@ -234,7 +234,7 @@ def _configure_logging(quiet: bool) -> None:
     root.setLevel(level)
     # MLflow configures its own loggers when imported (after this): its level comes from this variable
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray"):
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray", "art"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
