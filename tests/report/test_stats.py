@@ -66,3 +66,14 @@ def test_crossing_interpolates_in_log_budget():
     assert crossing([1, 5, 25], [0.1, 0.2, 0.6]) == pytest.approx((5 * 5 ** (0.75), ""))
     assert crossing([1, 5, 25], [0.6, 0.7, 0.8]) == (1, "<=")
     assert crossing([1, 5, 25], [0.0, 0.1, 0.2]) == (25, ">")
+
+
+def test_bootstrap_p_goes_below_its_resampling_floor_for_a_clear_effect():
+    """No resample reaches 0: the resampling p is only bounded by 2/(B+1); the normal approximation replaces it, so
+    a clear effect survives Holm's adjustment over a large table."""
+    d = np.random.default_rng(3).normal(0.5, 1.0, 400)  # z = 0.5 / 0.05 = 10
+    est = bootstrap_mean(d, samples=999)
+    assert est.p < 1e-10 < 2 / 1000
+    assert holm([est.p] + [0.5] * 199)[0] < 1e-6
+    weak = bootstrap_mean(np.random.default_rng(4).normal(0.1, 1.0, 400), samples=999)  # z = 2: resamples cross 0
+    assert 2 / 1000 < weak.p < 0.2
