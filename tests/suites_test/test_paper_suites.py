@@ -61,6 +61,11 @@ def test_paper_code_grid():
 PAPER_TABLES = {"T1": ("poisoned_accuracy", 6), "T2": ("attack_success_rate", 3), "T3": ("accuracy_drop", 4)}
 
 
+def group_key(c):
+    """A cell's report group: its labels on every axis but the seed."""
+    return (c.dataset, c.backbone.label, c.defense.label, c.attack.label, c.filter.label)
+
+
 @pytest.mark.parametrize("name", ["paper", "paper-code"])
 def test_paper_references_attach_to_their_cells(name):
     suite, cells = _cells(name)
@@ -69,7 +74,7 @@ def test_paper_references_attach_to_their_cells(name):
         assert len(refs) == count and {r.metric for r in refs} == {metric}, table
     assert len([r for r in suite.references if r.table == "text"]) == 5
     def refs_of(c):  # the references the report attaches to a cell's group
-        return [r for r in suite.references if matches((c.dataset, c.backbone.label, c.defense.label, c.attack.label), r.match)]
+        return [r for r in suite.references if matches(group_key(c), r.match)]
 
     for ref in suite.references:
         attached = [c for c in cells if ref in refs_of(c)]
@@ -94,19 +99,21 @@ def test_toxic_transfer_grid():
     suite, cells = _cells("toxic-transfer")
     axes = (suite.datasets, suite.backbones, suite.defenses, suite.attacks, suite.seeds)
     # the pretrained RobustBench backbone is not trained: it appears with one defense only
-    assert len(cells) == math.prod(len(a) for a in axes) - 3 * len(suite.attacks) == 20
+    assert len(cells) == math.prod(len(a) for a in axes) - 3 * len(suite.attacks) == 40
     assert {c.defense.label for c in cells if c.backbone.name == "robustbench"} == {"naive"}
     assert {c.defense.label for c in cells} == {"naive", "fgsm", "pgd", "trades"}
     assert {c.target.train_limit for c in cells} == {2500}
     for c in cells:
         if c.attack.label != "none":
-            p = c.attack.params
-            assert (p["num_poisons"], p["num_targets"]) == (25, 100)
+            p = c.attack.params  # the Toxic budget: 25 poisons in an 8/255 ball; 100 targets or 20 backdoor trials
+            assert p["num_poisons"] == 25 and p.get("num_targets", 100) == 100 and p.get("num_trials", 20) == 20
             assert math.isclose(p["eps"], 8 / 255, rel_tol=1e-6)
     refs = {r.match["attack"]: r for r in suite.references}
-    assert {a: r.value for a, r in refs.items()} == {"art_feature_collision": 0.22, "art_bullseye_polytope": 0.85}
+    assert {a: r.value for a, r in refs.items()} == {  # the Toxic table's five rows, naive features
+        "art_feature_collision": 0.22, "art_bullseye_polytope": 0.85, "convex_polytope": 0.33,
+        "art_clean_label_backdoor": 0.05, "art_hidden_trigger": 0.10}
     for attack, ref in refs.items():
-        attached = [c for c in cells if matches((c.dataset, c.backbone.label, c.defense.label, c.attack.label), ref.match)]
+        attached = [c for c in cells if matches(group_key(c), ref.match)]
         where = [(c.defense.label, c.attack.label, c.backbone.label) for c in attached]
         assert where == [("naive", attack, "resnet18")]
         assert ref.table == "toxic" and ref.metric == "attack_success_rate"
@@ -122,16 +129,18 @@ def test_mnist_cpu_grid():
 
 
 @pytest.mark.parametrize(
-    "name, count", [("paper", 144), ("paper-code", 24), ("toxic-transfer", 20), ("mnist-cpu", 30), ("cifar-cpu", 36)]
+    "name, count", [("paper", 144), ("paper-code", 24), ("toxic-transfer", 40), ("mnist-cpu", 30), ("cifar-cpu", 36),
+                    ("toxic-cpu", 60), ("beyond-cpu", 20)]
 )
 def test_validate_and_dry_run_print_the_count(name, count, capsys):
     suite, cells = _cells(name)
     assert len(cells) == count
     path = str(SUITES / f"{name}.yaml")
-    if name == "cifar-cpu":  # an npz beside the repo: valid where it is, one line naming it where it is not
-        present = (ROOT.parent / "shared" / "data" / "cifar10_dev.npz").exists()
+    npz = {"cifar-cpu": "cifar10_dev.npz", "toxic-cpu": "cifar10_dev.npz", "beyond-cpu": "mnist_subset.npz"}
+    if name in npz:  # an npz beside the repo: valid where it is, one line naming it where it is not
+        present = (ROOT.parent / "shared" / "data" / npz[name]).exists()
         assert cli_main(["validate", path]) == (0 if present else 2)
-        assert present or "cifar10_dev.npz" in capsys.readouterr().err
+        assert present or npz[name] in capsys.readouterr().err
     else:  # torchvision data is not downloaded here: validate says how to get it
         assert cli_main(["validate", path]) == 2
         assert "data download" in capsys.readouterr().err
