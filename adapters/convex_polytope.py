@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
-from adapters.targeted import BatchedTargetedParams, TargetedAttack, nearest_rows, target_chunks
+from adapters.targeted import BatchedTargetedParams, TargetedAttack, target_chunks
 from benchmark.errors import ParamError
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
@@ -57,11 +57,10 @@ class ConvexPolytope(TargetedAttack):
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         p = self.params
-        targets, pool = self.targets_and_pool(ctx)
-        if not self.usable(targets, pool):
+        chosen = self.nearest_bases(ctx)
+        if chosen is None:
             return self.no_trials()
-        target_feats = ctx.f_test[targets].float()
-        bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, "l2")  # (T, k)
+        targets, target_feats, bases = chosen
         chunks = target_chunks(len(targets), p.batch_size, bases.shape[1])
         parts = [
             self.optimise(ctx, ctx.x_train[bases[sl]], target_feats[sl])

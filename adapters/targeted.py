@@ -66,6 +66,15 @@ class TargetedAttack(Attack):
             )
         return True
 
+    def nearest_bases(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The targets, their clean features (T, D) and each target's ``num_poisons`` nearest base-class training
+        rows (T, k) by L2 feature distance; None when there is nothing to attack."""
+        targets, pool = self.targets_and_pool(ctx)
+        if not self.usable(targets, pool):
+            return None
+        target_feats = ctx.f_test[targets].float()
+        return targets, target_feats, nearest_rows(ctx, target_feats, pool, self.params.num_poisons, "l2")
+
     @staticmethod
     def no_trials() -> PoisonResult:
         """What a targeted attack returns when it has nothing to attack."""

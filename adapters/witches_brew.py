@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adapters.base import AttackContext, AttackCost, PoisonResult, register
-from adapters.targeted import BatchedTargetedParams, TargetedAttack, nearest_rows, target_chunks
+from adapters.targeted import BatchedTargetedParams, TargetedAttack, target_chunks
 from benchmark.linear import LinearHead
 from benchmark.linf import adam_linf
 from benchmark.progress import progress
@@ -63,11 +63,10 @@ class WitchesBrew(TargetedAttack):
 
     def forward(self, ctx: AttackContext) -> PoisonResult:
         p = self.params
-        targets, pool = self.targets_and_pool(ctx)
-        if not self.usable(targets, pool):
+        chosen = self.nearest_bases(ctx)
+        if chosen is None:
             return self.no_trials()
-        target_feats = ctx.f_test[targets].float()
-        bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, "l2")  # (T, k)
+        targets, target_feats, bases = chosen
         label = ctx.head.index_of(torch.tensor([p.base_class]))  # the head's row of base_class
         target_grad = head_loss_gradient(ctx.head, target_feats[:, None], int(label), p.loss)
         x0 = ctx.x_train[bases].float()  # (T, k, C, H, W)
