@@ -17,7 +17,7 @@ from adapters.base import PoisonResult
 
 
 def pyplot():
-    """matplotlib's pyplot on the Agg backend (cells run headless, in worker processes too)."""
+    """matplotlib's pyplot on the Agg backend (cells and reports run headless: workers, servers, CI)."""
     import matplotlib
 
     matplotlib.use("Agg")

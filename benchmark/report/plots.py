@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from benchmark.artifacts import pyplot
 from benchmark.report.aggregate import Aggregate, Group, Stat
 
 
@@ -25,19 +26,10 @@ class Figure:
     png: bytes
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: the report runs on servers and in CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -64,7 +56,7 @@ def arms_in_order(agg: Aggregate, groups: list[Group]) -> list[str]:
 def _axes(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.set_visible(False)
