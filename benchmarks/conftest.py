@@ -19,6 +19,12 @@ from benchmark.heads import fit_head
 from benchmark.models import build_backbone, feature_extractor
 
 
+def pytest_xdist_auto_num_workers(config):  # noqa: ARG001
+    """No xdist workers here (pyproject's ``-n auto`` is for the tests): timings are taken with the cores to
+    themselves, and pytest-benchmark turns itself off under xdist."""
+    return 0
+
+
 @dataclass
 class Problem:
     backbone: torch.nn.Module

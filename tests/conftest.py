@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,39 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# Test files that start Ray clusters share one xdist worker: two clusters at once on a 2-core machine starve both.
+RAY_FILES = {"test_ray_executor.py", "test_ray_cluster.py"}
+MAX_WORKERS = 4  # each worker imports torch and MLflow (about 1 GB); more than this buys little
+
+
+def pytest_xdist_auto_num_workers(config):  # noqa: ARG001
+    """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def pytest_configure(config):  # noqa: ARG001
+    """Under xdist, split the cores between workers: torch's own threads would otherwise oversubscribe them, and
+    the suites that tests start in subprocesses inherit the same share through OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        import torch
+
+        torch.set_num_threads(share)
+
+
+def _xdist_group(item) -> str:
+    """One group per test file (its module fixtures, e.g. trained backbones, then run once), Ray files together."""
+    name = item.path.name
+    return "ray" if name in RAY_FILES else str(item.path)
+
+
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
-    """Tests marked ``cuda`` skip where no CUDA device is (CI); the device check runs them on a card."""
+    """Each test joins its file's xdist group; tests marked ``cuda`` skip where no CUDA device is (CI), the
+    device check runs them on a card."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     import torch
 
     if torch.cuda.is_available():

@@ -33,9 +33,10 @@ def test_quick_check_end_to_end(tmp_path):
     assert figs["peak"]["tflops"] > 0
     pgd = figs["training"]["small_cnn/pgd"]
     assert pgd[f"batch{pgd['best_batch']}_float32_eager"]["images_per_second"] > 0
-    # PGD-2: each training image costs 3 forward+backward passes
+    # PGD-2: each training image costs 3 forward+backward passes; both figures are rounded to 0.1 on their own,
+    # so 3 x images differs from passes by up to 0.05 + 3 x 0.05 (at 25 images/s, 76.1 vs 3 x 25.4)
     row = pgd["batch8_float32_eager"]
-    assert row["passes_per_second"] == pytest.approx(3 * row["images_per_second"], rel=1e-3)
+    assert row["passes_per_second"] == pytest.approx(3 * row["images_per_second"], abs=0.21)
     flops = figs["flops"]["small_cnn/pgd"]
     assert flops["gflop_per_image"] > figs["flops"]["small_cnn/naive"]["gflop_per_image"] > 0
     assert 0 < flops["mfu_batch8_float32_eager"]
