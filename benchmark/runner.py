@@ -16,7 +16,7 @@ from benchmark.errors import BenchmarkError, StoreError
 from benchmark.executors import make_executor
 from benchmark.hashing import stable_hash
 from benchmark.preflight import preflight
-from benchmark.suite import Cell, Suite, expand, load_suite, parse_only
+from benchmark.suite import Cell, Suite, SuiteError, expand, load_suite, parse_only
 from benchmark.tracking import Tracker, redact
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,10 @@ def rerun_keys(suite: Suite, cells: list[Cell], resume: bool, rerun: list[str] |
     slices (none without)."""
     if not resume:
         return {c.key for c in cells}
-    return {c.key for c in expand(suite, parse_only(rerun))} if rerun else set()
+    try:
+        return {c.key for c in expand(suite, parse_only(rerun))} if rerun else set()
+    except SuiteError as err:  # the slice is parsed as --only's; the message names the option given
+        raise SuiteError(str(err).replace("--only", "--rerun", 1)) from None
 
 
 class StoreFailure(Exception):
