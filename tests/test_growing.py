@@ -153,3 +153,28 @@ def test_rerun_a_slice_a_version_bump_and_a_corrupt_attack_entry(tmp_path, smoke
     _run(suite, "--rerun", "attack=label_flip")
     assert calls["attack"] == 1
     assert "is corrupt" in capsys.readouterr().err
+
+
+def test_the_estimate_prices_an_attack_once_for_all_its_filters_and_nothing_the_cache_holds(smoke_dict, tmp_path):
+    from benchmark.attack_cache import attack_key
+    from benchmark.cache import Cache
+    from benchmark.cell import backbone_key, feature_key
+    from benchmark.estimate import estimate
+    from benchmark.suite import parse_suite
+
+    pf = {"pf": {"name": "poison_frog", "params": {"target_class": 0, "base_class": 1, "num_targets": 10}}}
+    one = parse_suite({**smoke_dict, "attacks": pf})
+    four = parse_suite({**smoke_dict, "attacks": pf, "filters": {"none": {}, **{f"k{k}": {"name": "knn_label",
+                        "params": {"k": k}} for k in (3, 5, 10)}}})
+    plain, filtered = estimate(one, expand(one), gpu=False), estimate(four, expand(four), gpu=False)
+    assert filtered.cells == 4 * plain.cells and filtered.attacks == plain.attacks == 2  # 2 defenses
+    assert filtered.seconds["attacks"] == plain.seconds["attacks"] > 0
+
+    cache = Cache(tmp_path)
+    for cell in expand(four):  # what a finished run of the suite left in the cache
+        for kind, key in (("backbone", backbone_key(cell)), ("features", feature_key(cell)),
+                          ("attack", attack_key(cell, feature_key(cell)))):
+            cache.save(kind, key, {})
+    warm = estimate(four, expand(four), gpu=False, cache=cache)
+    assert warm.seconds["training"] == warm.seconds["features"] == warm.seconds["attacks"] == 0
+    assert warm.seconds["evaluation"] == filtered.seconds["evaluation"]  # each cell still evaluates its heads
