@@ -133,7 +133,8 @@ class _Grid:
         self.suite_keys: list[str] = []  # every cell of the suite file (not only the --only slice)
 
     def plan(self, name: str, cells: list[Cell], resumed: bool, device: str) -> RunSummary:
-        """The cells not yet FINISHED under the parent (orphans of a resumed parent marked KILLED first)."""
+        """The cells with no FINISHED run in the experiment (for cells to rerun: under this parent); orphans of a
+        resumed parent are marked KILLED first."""
         if resumed:
             killed = self.tracker.mark_orphans(self.parent, self.exp)
             if killed:
@@ -194,8 +195,6 @@ class _Grid:
         run_id = self.started.pop(cell.key)
         try:
             self.tracker.finish_child(run_id, record)
-            if record.status == "FINISHED":
-                reuse.mark_finished(self.tracker, self.exp, cell.key, run_id)
         except KeyboardInterrupt:
             raise
         except Exception as err:
@@ -203,9 +202,21 @@ class _Grid:
             raise StoreFailure(cell, record, err) from err
         if self.heartbeat is not None:
             self.heartbeat.run_ids.discard(run_id)
+        if record.status == "FINISHED":
+            self.show_current(cell.key, run_id)
         self.summary.records.append((cell, record))
         state = "ok" if record.status == "FINISHED" else f"FAILED ({record.error})"
         self.echo(f"  [{len(self.summary.records)}/{len(self.todo)}] {cell.title()}: {state} in {record.seconds:.1f} s")
+
+    def show_current(self, key: str, run_id: str) -> None:
+        """The view shows a cell as soon as it finishes; the grid's end sets every cell's tag again, so a write
+        that fails here (the store failing mid-grid is handled at the next write) loses nothing."""
+        try:
+            reuse.mark_finished(self.tracker, self.exp, key, run_id)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            log.warning("could not mark run %s as its cell's current run: %s", run_id, redact(str(err))[:200])
 
     def _run(self, ex, todo: list[Cell], opts: RunOptions) -> None:
         """Run what can be claimed; then wait for the cells another process holds, and take over any it drops."""
