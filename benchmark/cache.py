@@ -125,6 +125,10 @@ class Cache:
                 if _TEMP_NAME.fullmatch(tmp.name):
                     tmp.unlink(missing_ok=True)
             _rmdir_if_empty(folder)
+        if kind in (None, "attack"):  # the lock files of attack_cache, one per attack key
+            for lock in (self.root / "locks").glob("attack-*.lock"):
+                lock.unlink(missing_ok=True)
+            _rmdir_if_empty(self.root / "locks")
         if kind is None:
             _rmdir_if_empty(self.root)
         return n

@@ -154,6 +154,10 @@ def test_rerun_a_slice_a_version_bump_and_a_corrupt_attack_entry(tmp_path, smoke
     assert calls["attack"] == 1
     assert "is corrupt" in capsys.readouterr().err
 
+    assert main(["cache", "clear", "--kind", "attack"]) == 0  # entries and their lock files
+    root = Path(os.environ["BENCHMARK_CACHE"])
+    assert not (root / "attack").exists() and not list(root.glob("locks/attack-*"))
+
 
 def test_the_estimate_prices_an_attack_once_for_all_its_filters_and_nothing_the_cache_holds(smoke_dict, tmp_path):
     from benchmark.attack_cache import attack_key
