@@ -1,4 +1,4 @@
-"""Content-addressed store of trained backbones and extracted features.
+"""Content-addressed store of trained backbones, extracted features and attack outputs (``attack_cache.py``).
 
 Entries are keyed by a hash of everything that determines them (see ``cell.py``), written atomically (temp file
 then rename, so a crash never leaves a half-written entry under the final name), checksummed (sha256 in a sidecar
@@ -26,7 +26,7 @@ from benchmark.errors import BenchmarkError
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path(".cache") / "benchmark"
-KINDS = ("backbone", "features")
+KINDS = ("backbone", "features", "attack")
 # the temp files of _atomic_write: ".<entry name>.<random>.tmp"
 _TEMP_NAME = re.compile(r"\.[0-9a-f]{16}\.(pt|json)\.[A-Za-z0-9_]+\.tmp")
 
@@ -69,6 +69,10 @@ class Cache:
             for p in (path, sidecar):
                 p.unlink(missing_ok=True)
             return None
+
+    def has(self, kind: str, key: str) -> bool:
+        """Whether an entry is there (complete: its sidecar is written last); its checksum is checked on load."""
+        return self._path(kind, key).with_suffix(".json").exists()
 
     def save(self, kind: str, key: str, obj: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
         path = self._path(kind, key)
@@ -121,6 +125,10 @@ class Cache:
                 if _TEMP_NAME.fullmatch(tmp.name):
                     tmp.unlink(missing_ok=True)
             _rmdir_if_empty(folder)
+        if kind in (None, "attack"):  # the lock files of attack_cache, one per attack key
+            for lock in (self.root / "locks").glob("attack-*.lock"):
+                lock.unlink(missing_ok=True)
+            _rmdir_if_empty(self.root / "locks")
         if kind is None:
             _rmdir_if_empty(self.root)
         return n

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapters.base import Attack, AttackContext, PoisonResult, run_attack
+from adapters.base import Attack, AttackContext, BudgetReport, PoisonResult, run_attack
 from benchmark.artifacts import figure_png, label_flip_artifacts, pyplot
+from benchmark.attack_cache import attack_key, cached_attack
 from benchmark.backdoor import backdoor_stage, has_trigger
 from benchmark.cache import Cache
 from benchmark.data import Dataset, load_data
@@ -185,7 +186,10 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     clean_head, clean = clean_head_stage(task, fit)
     m.update(clean)
     classes = attack.task_classes() or target.classes
-    result, attacked, budget_line = attack_stage(attack, task, extractor, clean_head, fit, device, cell.seed, classes)
+    akey = attack_key(cell, feature_key(cell))
+    result, attacked, budget_line = attack_stage(
+        attack, task, extractor, clean_head, fit, device, cell.seed, classes, cache=cache, key=akey
+    )
     m.update(attacked)
     rec.results["budget_check"] = "passed"
     heads, edits, refit = poisoned_heads_stage(cell, task, result, extractor, clean_head, fit, device)
@@ -305,9 +309,13 @@ def attack_stage(
     device: torch.device,
     seed: int,
     classes: list[int],
+    cache: Cache | None = None,
+    key: str | None = None,
 ) -> tuple[PoisonResult, Metrics, str]:
     """The attack's poisons, made on copies of the task (it cannot write through to them) and checked against its
-    budget and the task's ``classes`` on the cell's own tensors before anything uses them (a violation raises)."""
+    budget and the task's ``classes`` on the cell's own tensors before anything uses them (a violation raises).
+    With a ``cache`` and the attack's ``key`` (``attack_cache.attack_key``), made once and read by every cell with
+    that key."""
     ctx = AttackContext(
         extractor=extractor,
         x_train=task.x_train,
@@ -322,11 +330,20 @@ def attack_stage(
         seed=seed,
     )
     # 5. the attack on copies, and the budget check against the cell's own tensors, before any poison is used
-    t0 = time.perf_counter()
-    result, report = run_attack(attack, ctx, classes=classes)
-    seconds = time.perf_counter() - t0
+    def make() -> tuple[PoisonResult, BudgetReport]:
+        return run_attack(attack, ctx, classes=classes)
+
+    if cache is None or key is None:
+        t0 = time.perf_counter()
+        (result, report), cached = make(), False
+        seconds = time.perf_counter() - t0
+    else:
+        (result, report, seconds), cached = cached_attack(cache, key, make)
+        if cached:
+            log.info("cache hit: attack %s (%s) reused, not run again", key, attack.name)
     metrics = {
-        "attack_seconds": seconds,
+        "attack_cached": float(cached),
+        "attack_seconds": seconds,  # what making it took, once
         "perturbation_linf_max": report.linf,
         "perturbation_linf_mean": report.mean_linf,
         "poisons_per_trial": float(report.changed),

@@ -15,6 +15,7 @@ from benchmark import COMMAND
 from benchmark.errors import BenchmarkError
 
 EPILOG = f"Results land in MLflow; open them with `{COMMAND} ui`."
+RERUN_ALL = "*"  # what a bare --rerun stands for
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="overrides the suite's device")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
-    p.add_argument("--rerun", action="store_true", help="start a new parent run and rerun every cell")
+    p.add_argument("--rerun", action="append", nargs="?", const=RERUN_ALL, metavar="KEY=VALUE",
+                   help="start a new parent run and rerun every cell, or only a slice (as --only; repeatable); "
+                   "without it, cells finished by any earlier run of any version of the suite are reused")
     p.add_argument("--executor", choices=("local", "ray"), help="overrides the suite's executor")
     p.add_argument("--address", help="address of an existing Ray cluster (with --executor ray)")
     p.add_argument("--cache-dir", help="cache of trained backbones and features (default: $BENCHMARK_CACHE or "
@@ -42,21 +45,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark import progress
     from benchmark.runner import print_table, run_suite
-    from benchmark.suite import expand, load_suite, parse_only, sweep_lines
 
+    rerun_all = RERUN_ALL in (args.rerun or [])
     if args.dry_run:
-        suite = load_suite(args.suite)
-        cells = expand(suite, parse_only(args.only))
-        for cell in cells:
-            print(f"{cell.key}  {cell.title()}")
-        print(f"{len(cells)} cells")
-        for line in sweep_lines(suite):
-            print(line)
-        from benchmark.estimate import estimate_lines
-
-        for line in estimate_lines(suite, cells, args.device):
-            print(line)
-        return 0
+        return _dry_run(args, rerun_all)
     progress.set_enabled(False if args.quiet else None)
     if args.data_root:
         os.environ["BENCHMARK_DATA"] = args.data_root
@@ -65,7 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         only=args.only,
         device=args.device,
         tracking_uri=args.tracking_uri,
-        resume=not args.rerun,
+        resume=not rerun_all,
+        rerun=None if rerun_all else args.rerun,
         executor=args.executor,
         address=args.address,
         cache_dir=args.cache_dir,
@@ -83,6 +76,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.failed:
         print(f"{summary.failed} of {len(summary.records)} cells FAILED (see their runs' error.txt)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, rerun_all: bool) -> int:
+    """The grid, which cells are finished already (in the store) and the estimate of the others."""
+    from benchmark.estimate import estimate_lines
+    from benchmark.reuse import finished_keys_of_suite
+    from benchmark.runner import rerun_keys
+    from benchmark.suite import expand, load_suite, parse_only, sweep_lines
+
+    suite = load_suite(args.suite)
+    cells = expand(suite, parse_only(args.only))
+    again = rerun_keys(suite, cells, not rerun_all, None if rerun_all else args.rerun)
+    try:
+        done = finished_keys_of_suite(args.tracking_uri, suite.name) - again
+    except BenchmarkError as err:  # a dry run still prices the grid without the store
+        print(f"note: {err}; every cell is priced")
+        done = set()
+    for cell in cells:
+        print(f"{cell.key}  {cell.title()}{'  (finished: reused)' if cell.key in done else ''}")
+    todo = [c for c in cells if c.key not in done]
+    print(f"{len(cells)} cells: {len(cells) - len(todo)} already finished or reusable, {len(todo)} to run")
+    for line in sweep_lines(suite):
+        print(line)
+    for line in estimate_lines(suite, todo, args.device, cache_dir=args.cache_dir):
+        print(line)
     return 0
 
 
@@ -185,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("download",))
     p.add_argument("names", nargs="+", metavar="NAME", help="mnist, svhn, cifar10 or cifar100")
     p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
-    p = sub.add_parser("cache", help="list or clear cached backbones and features")
+    p = sub.add_parser("cache", help="list or clear cached backbones, features and attacks")
     p.add_argument("action", choices=("list", "clear"))
-    p.add_argument("--kind", choices=("backbone", "features"), help="with clear: only this kind")
+    p.add_argument("--kind", choices=("backbone", "features", "attack"), help="with clear: only this kind")
     p.add_argument("--cache-dir")
     return parser
 

@@ -8,7 +8,9 @@ that backbone's throughput; a forward-only pass counts as a third of one (the us
   per image: FGSM 1, PGD ``steps``), plus a forward pass over the external test set. ``max_epochs`` is an upper
   bound: early stopping at ``stop_at`` can end training sooner.
 - features, once per distinct feature cache key: a forward pass over the target train and test images.
-- attacks, per cell: optimisation steps x images optimised (x targets for targeted attacks).
+- attacks, once per distinct attack cache key (cells that differ only in their filter share one attack):
+  optimisation steps x images optimised (x targets for targeted attacks).
+- with a cache folder, backbones, features and attacks it already holds cost nothing.
 - evaluation, per cell: the robust-accuracy PGD (``robust_steps`` x ``robust_samples``).
 - heads, per cell: one clean fit plus one refit per trial, from a per-(sample x feature x class) cost (far lower
   for ``torch_svm``'s shared-base refits).
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.cache import Cache
 from benchmark.defenses import make_defense
 from benchmark.errors import BenchmarkError
 from benchmark.registry import REGISTRY
@@ -110,6 +113,7 @@ class Estimate:
     seconds: dict[str, float] = field(default_factory=dict)
     backbones: int = 0
     feature_sets: int = 0
+    attacks: int = 0
     cells: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -195,15 +199,22 @@ def _table(gpu: bool, calibration: Calibration | None) -> dict[str, float]:
     return {**GPU_IMAGES_PER_SECOND, **(calibration.passes_per_second if calibration else {})}
 
 
-def estimate(suite: Suite, cells: list[Cell], gpu: bool, calibration: Calibration | None = None) -> Estimate:
+def estimate(
+    suite: Suite, cells: list[Cell], gpu: bool, calibration: Calibration | None = None, cache: Cache | None = None
+) -> Estimate:
     """Seconds per category for ``cells`` on a GPU (``gpu``; measured rates from ``calibration`` where it has
-    them) or on the 2-core CPU."""
+    them) or on the 2-core CPU; what ``cache`` holds is free."""
+    from benchmark.attack_cache import attack_key
     from benchmark.cell import backbone_key, feature_key  # the cache's own keys: shared backbones count once
 
     table = _table(gpu, calibration)
     est = Estimate(seconds={"training": 0.0, "features": 0.0, "attacks": 0.0, "evaluation": 0.0, "heads": 0.0})
     seen_backbones: set[str] = set()
     seen_features: set[str] = set()
+    seen_attacks: set[str] = set()
+
+    def held(kind: str, key: str) -> bool:
+        return cache is not None and cache.has(kind, key)
     sizes: dict[str, _Size] = {}
 
     def size(spec: Any) -> _Size:
@@ -218,13 +229,16 @@ def estimate(suite: Suite, cells: list[Cell], gpu: bool, calibration: Calibratio
         bkey = backbone_key(cell)
         if bkey not in seen_backbones:
             seen_backbones.add(bkey)
-            est.seconds["training"] += _training_passes(cell, ext) / rate
+            est.seconds["training"] += 0.0 if held("backbone", bkey) else _training_passes(cell, ext) / rate
         fkey = feature_key(cell)
         if fkey not in seen_features:
             seen_features.add(fkey)
-            est.seconds["features"] += (tgt.train + tgt.test) * FORWARD_FRACTION / rate
+            est.seconds["features"] += 0.0 if held("features", fkey) else (tgt.train + tgt.test) * FORWARD_FRACTION / rate
         passes, fits, rows, k = _attack_passes(cell, tgt)
-        est.seconds["attacks"] += passes / rate
+        akey = attack_key(cell, fkey)
+        if akey not in seen_attacks:
+            seen_attacks.add(akey)
+            est.seconds["attacks"] += 0.0 if held("attack", akey) else passes / rate
         ev = cell.evaluation
         est.seconds["evaluation"] += min(ev.robust_samples, tgt.test) * ev.robust_steps / rate
         # a filtered cell fits each trial's head from scratch on the rows the filter kept: no shared-base refits
@@ -232,6 +246,7 @@ def estimate(suite: Suite, cells: list[Cell], gpu: bool, calibration: Calibratio
         refit = REFIT_SECONDS_PER_UNIT if shared else HEAD_SECONDS_PER_UNIT
         est.seconds["heads"] += (HEAD_SECONDS_PER_UNIT + fits * refit) * rows * _feature_dim(cell) * k
     est.backbones, est.feature_sets, est.cells = len(seen_backbones), len(seen_features), len(cells)
+    est.attacks = len(seen_attacks)
     return est
 
 
@@ -273,11 +288,16 @@ _LOAD = object()  # estimate_lines' default: read the calibration files
 
 
 def estimate_lines(
-    suite: Suite, cells: list[Cell], device: str | None, calibration: Calibration | None | object = _LOAD
+    suite: Suite,
+    cells: list[Cell],
+    device: str | None,
+    calibration: Calibration | None | object = _LOAD,
+    cache_dir: str | None = None,
 ) -> list[str]:
     """The lines ``run --dry-run`` prints: the estimate on the device the run would use (both when 'auto').
 
-    ``calibration``: the measured GPU throughputs; by default ``load_calibration()``; None: the assumed ones."""
+    ``calibration``: the measured GPU throughputs; by default ``load_calibration()``; None: the assumed ones.
+    What the cache under ``cache_dir`` (default: ``benchmark.cache.cache_root``) holds is not priced."""
     cal = load_calibration() if calibration is _LOAD else calibration
     assert cal is None or isinstance(cal, Calibration)
     choice = device or suite.device
@@ -285,11 +305,12 @@ def estimate_lines(
     backbones = list(dict.fromkeys(c.backbone.name for c in cells))
     lines = []
     for gpu in kinds:
-        est = estimate(suite, cells, gpu, cal if gpu else None)
+        est = estimate(suite, cells, gpu, cal if gpu else None, cache=Cache(cache_dir))
         lines.append(_line(est, gpu, backbones, cal if gpu else None))
     lines.append(
         f"counted: {est.cells} cells, {est.backbones} distinct backbones trained once each (cached), "
-        f"{est.feature_sets} feature sets; training at max_epochs (early stopping makes it an upper bound); "
+        f"{est.feature_sets} feature sets, {est.attacks} distinct attacks (cached: a filter reuses its cell's "
+        "attack); what the cache holds is free; training at max_epochs (early stopping makes it an upper bound); "
         "heads are LinearSVC fits on the CPU (torch_svm refits at their measured CPU cost)"
     )
     return lines

@@ -1,8 +1,9 @@
 """Exactly once: a cell is leased (claimed in the store) before it runs, under a lock every `benchmark run` takes.
 
 A claim is the cell's child run, created RUNNING with the owner's host and pid. Checking "no FINISHED run and no
-live claim for this key under this parent" and creating the claim happen under one exclusive lock, so two
-processes (or machines) running the same suite against the same store never both run a cell. The lock is a POSIX
+live claim for this key in the suite's experiment" and creating the claim happen under one exclusive lock, so two
+processes (or machines) running the same suite, or two versions of it that share cells, against the same store
+never both run a cell. The lock is a POSIX
 record lock (``fcntl.lockf``, which NFS honours) on a file beside a local sqlite store, or in the cache folder for
 any other store (that folder must then be shared, as it already must be for a cluster).
 
@@ -112,16 +113,19 @@ class Heartbeat:
                     pass
 
 
-def claim(tracker: Any, lock: Path, parent_id: str, experiment_id: str, cell: Any) -> tuple[str, str | None]:
+def claim(
+    tracker: Any, lock: Path, parent_id: str, experiment_id: str, cell: Any, rerun: bool = False
+) -> tuple[str, str | None]:
     """Claim ``cell`` under ``parent_id``: ("claimed", run id), ("finished", None) or ("busy", None).
 
-    Under the lock: a FINISHED run for the key means the cell is done; a RUNNING one whose owner is alive means
+    Under the lock, over the whole experiment (every version of the suite): a FINISHED run for the key means the
+    cell is done (with ``rerun``, only one under ``parent_id`` counts); a RUNNING one whose owner is alive means
     another process holds it; a RUNNING one whose owner is gone is an orphan and becomes KILLED. Otherwise this
     process creates the cell's run, which is the claim.
     """
     with held(lock):
-        runs = tracker.cell_runs(parent_id, experiment_id, cell.key)
-        if any(r.info.status == "FINISHED" for r in runs):
+        runs = tracker.cell_runs(None, experiment_id, cell.key)
+        if any(r.info.status == "FINISHED" for r in _done_scope(runs, parent_id, rerun)):
             return "finished", None
         for r in runs:
             if r.info.status != "RUNNING":
@@ -132,13 +136,17 @@ def claim(tracker: Any, lock: Path, parent_id: str, experiment_id: str, cell: An
         return "claimed", tracker.start_child(parent_id, experiment_id, cell)
 
 
-def state(tracker: Any, parent_id: str, experiment_id: str, key: str) -> str:
+def state(tracker: Any, parent_id: str, experiment_id: str, key: str, rerun: bool = False) -> str:
     """finished | busy (a live claim) | failed (ended FAILED by its owner) | free (nothing, or killed)."""
-    runs = tracker.cell_runs(parent_id, experiment_id, key)
-    statuses = {r.info.status for r in runs}
-    if "FINISHED" in statuses:
+    runs = tracker.cell_runs(None, experiment_id, key)
+    if any(r.info.status == "FINISHED" for r in _done_scope(runs, parent_id, rerun)):
         return "finished"
     if any(r.info.status == "RUNNING" and owner_alive(r.data.tags) for r in runs):
         return "busy"
     latest = max(runs, key=lambda r: r.info.start_time, default=None)
     return "failed" if latest is not None and latest.info.status == "FAILED" else "free"
+
+
+def _done_scope(runs: list[Any], parent_id: str, rerun: bool) -> list[Any]:
+    """The runs whose FINISHED status settles a cell: any run of its key, or with ``rerun`` only this parent's."""
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id] if rerun else runs

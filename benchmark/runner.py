@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import leases, signals
+from benchmark import leases, reuse, signals
 from benchmark.cache import cache_root
 from benchmark.cell import Record, RunOptions
 from benchmark.errors import BenchmarkError, StoreError
 from benchmark.executors import make_executor
 from benchmark.hashing import stable_hash
 from benchmark.preflight import preflight
-from benchmark.suite import Cell, Suite, expand, load_suite, parse_only
+from benchmark.suite import Cell, Suite, SuiteError, expand, load_suite, parse_only
 from benchmark.tracking import Tracker, redact
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ class RunSummary:
     parent_run_id: str
     tracking_uri: str
     total: int
-    skipped: int
+    skipped: int  # finished before this invocation: by this parent (resumed) or by earlier runs (reused)
+    reused: int = 0  # of ``skipped``, those finished under another parent run (another version of the suite)
     records: list[tuple[Cell, Record]] = field(default_factory=list)
     failed_elsewhere: int = 0  # cells another process ran at the same time, and that failed there
 
@@ -63,10 +64,14 @@ def run_suite(
     echo=print,
     download: bool = False,
     yes: bool = False,
+    rerun: list[str] | None = None,
 ) -> RunSummary:
+    """``resume=False`` starts a new parent and reruns every cell; ``rerun`` (``KEY=VALUE`` slices, as ``--only``)
+    starts a new parent and reruns only the cells of the slice, reusing the others' finished runs."""
     suite_path = Path(suite_path)
     suite = load_suite(suite_path)
     cells = expand(suite, parse_only(only))
+    again = rerun_keys(suite, cells, resume, rerun)
     preflight(suite, cells, str(suite_path), device, data_root, download=download, yes=yes)  # before any run exists
     dev = resolve_device(device or suite.device)
     tracker = Tracker(tracking_uri)
@@ -81,9 +86,10 @@ def run_suite(
             with leases.held(lock):  # two processes starting at once resume one parent, not create two
                 parent, resumed, note = tracker.start_parent(
                     suite.name, suite_path, dev, {"cells": len(cells), "executor": executor or suite.executor},
-                    resume, suite_hash(suite),
+                    resume and not again, suite_hash(suite),
                 )
             grid = _Grid(tracker, lock, parent, exp, echo)
+            grid.rerun, grid.suite_keys = again, [c.key for c in expand(suite)]
             if note:
                 echo(note)
             summary = grid.plan(suite.name, cells, resumed, dev)
@@ -92,6 +98,17 @@ def run_suite(
         finally:
             ex.close()
     return summary
+
+
+def rerun_keys(suite: Suite, cells: list[Cell], resume: bool, rerun: list[str] | None) -> set[str]:
+    """The cells to run again although finished: all of them without ``resume``, else those of the ``rerun``
+    slices (none without)."""
+    if not resume:
+        return {c.key for c in cells}
+    try:
+        return {c.key for c in expand(suite, parse_only(rerun))} if rerun else set()
+    except SuiteError as err:  # the slice is parsed as --only's; the message names the option given
+        raise SuiteError(str(err).replace("--only", "--rerun", 1)) from None
 
 
 class StoreFailure(Exception):
@@ -112,20 +129,28 @@ class _Grid:
         self.heartbeat: leases.Heartbeat | None = None
         self.todo: list[Cell] = []
         self.summary: RunSummary | None = None
+        self.rerun: set[str] = set()  # keys run again even if FINISHED under another parent
+        self.suite_keys: list[str] = []  # every cell of the suite file (not only the --only slice)
 
     def plan(self, name: str, cells: list[Cell], resumed: bool, device: str) -> RunSummary:
-        """The cells not yet FINISHED under the parent (orphans of a resumed parent marked KILLED first)."""
+        """The cells with no FINISHED run in the experiment (for cells to rerun: under this parent); orphans of a
+        resumed parent are marked KILLED first."""
         if resumed:
             killed = self.tracker.mark_orphans(self.parent, self.exp)
             if killed:
                 self.echo(f"marked {killed} interrupted cell run(s) KILLED")
-        done = self.tracker.finished_keys(self.parent, self.exp)
-        self.todo = [c for c in cells if c.key not in done]
+        here = self.tracker.finished_keys(self.parent, self.exp)
+        anywhere = reuse.finished_by_key(self.tracker, self.exp)
+        reused = [c for c in cells if c.key not in here and c.key in anywhere and c.key not in self.rerun]
+        self.todo = [c for c in cells if c.key not in here and (c.key in self.rerun or c.key not in anywhere)]
         self.summary = RunSummary(self.parent, self.tracker.shown_uri, total=len(cells),
-                                  skipped=len(cells) - len(self.todo))
+                                  skipped=len(cells) - len(self.todo), reused=len(reused))
+        with leases.held(self.lock):  # the view shows the new suite's cells at once, the reused ones included
+            reuse.mark_current(self.tracker, self.exp, self.suite_keys)
+        earlier = f"{len(reused)} reused from earlier runs; " if reused else ""
         self.echo(
             f"suite {name}: {len(cells)} cells, {self.summary.skipped} already finished, "
-            f"{len(self.todo)} to run on {device} (parent run {self.parent}{', resumed' if resumed else ''})"
+            f"{len(self.todo)} to run on {device} ({earlier}parent run {self.parent}{', resumed' if resumed else ''})"
         )
         return self.summary
 
@@ -143,11 +168,16 @@ class _Grid:
             raise
         except StoreFailure as err:
             raise self.store_failed(err) from None
+        with leases.held(self.lock):  # the last of two versions run at once leaves its cells current
+            reuse.mark_current(self.tracker, self.exp, self.suite_keys)
+        reuse.log_cell_record(self.tracker, self.parent, reuse.cell_record(self.tracker, self.exp, self.parent,
+                                                                           self.suite_keys))
         self.tracker.end_parent(self.parent, self.summary.failed, self.summary.total)
 
     def on_start(self, cell: Cell) -> bool:
         try:
-            outcome, run_id = leases.claim(self.tracker, self.lock, self.parent, self.exp, cell)
+            outcome, run_id = leases.claim(self.tracker, self.lock, self.parent, self.exp, cell,
+                                           rerun=cell.key in self.rerun)
         except KeyboardInterrupt:
             raise
         except Exception as err:
@@ -172,9 +202,21 @@ class _Grid:
             raise StoreFailure(cell, record, err) from err
         if self.heartbeat is not None:
             self.heartbeat.run_ids.discard(run_id)
+        if record.status == "FINISHED":
+            self.show_current(cell.key, run_id)
         self.summary.records.append((cell, record))
         state = "ok" if record.status == "FINISHED" else f"FAILED ({record.error})"
         self.echo(f"  [{len(self.summary.records)}/{len(self.todo)}] {cell.title()}: {state} in {record.seconds:.1f} s")
+
+    def show_current(self, key: str, run_id: str) -> None:
+        """The view shows a cell as soon as it finishes; the grid's end sets every cell's tag again, so a write
+        that fails here (the store failing mid-grid is handled at the next write) loses nothing."""
+        try:
+            reuse.mark_finished(self.tracker, self.exp, key, run_id)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            log.warning("could not mark run %s as its cell's current run: %s", run_id, redact(str(err))[:200])
 
     def _run(self, ex, todo: list[Cell], opts: RunOptions) -> None:
         """Run what can be claimed; then wait for the cells another process holds, and take over any it drops."""
@@ -182,7 +224,7 @@ class _Grid:
         while self.busy:
             self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them")
             while True:
-                states = {k: leases.state(self.tracker, self.parent, self.exp, k) for k in self.busy}
+                states = {k: leases.state(self.tracker, self.parent, self.exp, k, k in self.rerun) for k in self.busy}
                 if "busy" not in states.values():
                     break
                 time.sleep(WAIT_SECONDS)

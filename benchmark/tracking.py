@@ -31,6 +31,7 @@ ROLE = "benchmark.role"
 CELL_KEY = "benchmark.cell_key"
 SUITE = "benchmark.suite"
 SUITE_HASH = "benchmark.suite_hash"
+CURRENT = "benchmark.current"  # on the latest FINISHED run of each cell of the suite file last run (reuse.py)
 PARENT = "mlflow.parentRunId"
 # MLflow 3 opens an experiment by its kind; without this tag it may guess "GenAI" and show an empty traces page.
 # Accepted values (MLflow 3.x UI): custom_model_development, genai_development, finetuning, forecasting, ...
@@ -251,7 +252,7 @@ class Tracker:
                 return parent, True, note
             if self.latest_parent(exp) is not None:
                 note = (f"{suite_path} differs from the suite its latest parent run ran: starting a new parent run "
-                        "(its finished cells are not reused; use --rerun to say so explicitly)")
+                        "(cells that earlier runs finished are reused, not run again; --rerun runs them again)")
         tags = {ROLE: "parent", SUITE: suite_name, SUITE_HASH: version, "mlflow.source.git.commit": git_commit()}
         run = _retry(
             lambda: self.client.create_run(exp, run_name=f"{suite_name} · {time.strftime('%Y-%m-%d %H:%M')}",
@@ -311,13 +312,10 @@ class Tracker:
             if r.info.status == "FINISHED" and CELL_KEY in r.data.tags
         }
 
-    def cell_runs(self, parent_id: str, experiment_id: str, key: str) -> list[Any]:
-        """Every child run of one cell key under a parent."""
-        return _retry(
-            lambda: self.client.search_runs(
-                [experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}' and tags.`{CELL_KEY}` = '{key}'"
-            )
-        )
+    def cell_runs(self, parent_id: str | None, experiment_id: str, key: str) -> list[Any]:
+        """Every run of one cell key under a parent (``None``: under any parent of the experiment)."""
+        where = f"tags.`{CELL_KEY}` = '{key}'" + (f" and tags.`{PARENT}` = '{parent_id}'" if parent_id else "")
+        return _retry(lambda: self.client.search_runs([experiment_id], filter_string=where, max_results=50000))
 
     def set_status(self, run_id: str, status: str) -> None:
         _retry(lambda: self.client.set_terminated(run_id, status))
@@ -407,8 +405,9 @@ def _cells_view() -> str:
     return json.dumps(
         {
             "selectedColumns": [f"metrics.`{m}`" for m in HEADLINE_COLUMNS],
-            # a filter and a sort other than by start time make MLflow list the children flat, not folded
-            "searchFilter": f"tags.`{ROLE}` = 'cell'",
+            # a filter and a sort other than by start time make MLflow list the children flat, not folded;
+            # one row per cell of the current suite, whichever parent ran it (benchmark/reuse.py)
+            "searchFilter": f"tags.`{CURRENT}` = 'true'",
             "orderByKey": f"metrics.`{HEADLINE_COLUMNS[0]}`",
             "orderByAsc": True,
         }

@@ -8,7 +8,7 @@ finished cell built on the old behaviour is then rebuilt or rerun, and nothing e
 - ``training``: the training loop and the defenses (``benchmark/training.py``, ``benchmark/defenses``): backbones,
   features, cells;
 - ``features``: feature extraction: features, cells;
-- ``cell``: attacks, heads and metrics, what a finished cell's results mean: cells.
+- ``cell``: attacks, heads and metrics, what a finished cell's results mean: cached attacks, cells.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ STAGE_VERSIONS: dict[str, str] = {
 
 BACKBONE_STAGES = ("data", "models", "training")
 FEATURE_STAGES = (*BACKBONE_STAGES, "features")
+ATTACK_STAGES = (*FEATURE_STAGES, "cell")  # the attack has no version of its own: "cell" covers attacks
 
 
 def versions(stages: tuple[str, ...] | None = None) -> dict[str, str]:

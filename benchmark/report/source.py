@@ -17,7 +17,8 @@ import yaml
 
 from benchmark.errors import BenchmarkError
 from benchmark.suite import NO_FILTER
-from benchmark.tracking import PARENT, ROLE, Tracker, _retry
+from benchmark.reuse import current_runs
+from benchmark.tracking import CELL_KEY, PARENT, ROLE, Tracker, _retry
 
 AXIS_TAGS = ("dataset", "backbone", "defense", "attack", "seed")  # a run without a filter tag had no filter
 
@@ -64,7 +65,8 @@ class RunSet:
 
 
 def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -> RunSet:
-    """The latest parent run of ``suite`` (or the parent ``run_id``) with its children; BenchmarkError if none."""
+    """The cells of ``suite`` as its file last run has them (the latest parent, whose suite file it reads), or the
+    children of the parent ``run_id``; BenchmarkError if none."""
     if not suite and not run_id:
         raise BenchmarkError("report: give --suite NAME (its latest run) or --run-id ID (a parent run)")
     tracker = Tracker(tracking_uri, read_only=True)
@@ -90,6 +92,8 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
             raise BenchmarkError(f"suite '{suite}' has no parent run in {tracker.shown_uri}; run it first")
         parent = _get_run(tracker, latest)
     children = tracker.children(parent.info.run_id, parent.info.experiment_id)
+    if not run_id:  # the suite as it is now: every cell of its file, whichever invocation ran it
+        children = _current_cells(tracker, parent.info.experiment_id, children)
     runs = [_cell_run(r) for r in children if r.data.tags.get(ROLE, "cell") == "cell"]
     suite_raw, suite_file = _suite_yaml(tracker, parent.info.run_id, suite)
     return RunSet(
@@ -101,6 +105,16 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
         suite_raw=suite_raw,
         suite_file=suite_file,
     )
+
+
+def _current_cells(tracker: Tracker, experiment_id: str, children: list[Any]) -> list[Any]:
+    """The runs marked current (``benchmark.reuse``), and the latest parent's cells that did not finish (to list
+    them as failed); the parent's children alone in a store written before cells were reused."""
+    current = current_runs(tracker, experiment_id)
+    if not current:
+        return children
+    keys = {r.data.tags.get(CELL_KEY) for r in current}
+    return current + [r for r in children if r.info.status != "FINISHED" and r.data.tags.get(CELL_KEY) not in keys]
 
 
 def _get_run(tracker: Tracker, run_id: str) -> Any:
