@@ -42,21 +42,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark import progress
     from benchmark.runner import print_table, run_suite
-    from benchmark.suite import expand, load_suite, parse_only, sweep_lines
 
     if args.dry_run:
-        suite = load_suite(args.suite)
-        cells = expand(suite, parse_only(args.only))
-        for cell in cells:
-            print(f"{cell.key}  {cell.title()}")
-        print(f"{len(cells)} cells")
-        for line in sweep_lines(suite):
-            print(line)
-        from benchmark.estimate import estimate_lines
-
-        for line in estimate_lines(suite, cells, args.device):
-            print(line)
-        return 0
+        return _dry_run(args)
     progress.set_enabled(False if args.quiet else None)
     if args.data_root:
         os.environ["BENCHMARK_DATA"] = args.data_root
@@ -83,6 +71,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.failed:
         print(f"{summary.failed} of {len(summary.records)} cells FAILED (see their runs' error.txt)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """The plan (cells, sweeps, estimate), then the data check ``validate`` runs: a plan whose data is missing
+    ends with the same one line and exit 2."""
+    from benchmark.data.check import ensure_data
+    from benchmark.estimate import estimate_lines
+    from benchmark.suite import expand, load_suite, parse_only, sweep_lines
+
+    suite = load_suite(args.suite)
+    cells = expand(suite, parse_only(args.only))
+    for cell in cells:
+        print(f"{cell.key}  {cell.title()}")
+    print(f"{len(cells)} cells")
+    for line in [*sweep_lines(suite), *estimate_lines(suite, cells, args.device)]:
+        print(line)
+    sys.stdout.flush()  # the plan before a data error on stderr
+    ensure_data(suite, args.suite, args.data_root, labels={c.dataset for c in cells})
     return 0
 
 
