@@ -55,7 +55,7 @@ def browser_mode(env: dict[str, str], folder: Path) -> tuple[list[str], dict[str
     paths = [str(entry_point_folder(folder)), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
     args = ["--app-name", APP_NAME, "--uvicorn-opts", "--no-access-log"]
     # MLflow's own import of starlette.middleware.wsgi warns that it is deprecated: nothing a user can act on
-    warnings = ",".join(w for w in (env.get("PYTHONWARNINGS"), "ignore::DeprecationWarning") if w)
+    warnings = ",".join(w for w in (env.get("PYTHONWARNINGS"), "ignore:starlette.middleware.wsgi is deprecated") if w)
     return args, {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "PYTHONWARNINGS": warnings}
 
 
