@@ -183,3 +183,21 @@ def test_report_command_answers(capsys, tmp_path):
     assert code in (1, 2)
     captured = capsys.readouterr()
     assert captured.out.strip() or captured.err.strip()
+
+
+def test_every_argument_has_help_and_list_prints_short_floats(capsys):
+    from benchmark.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.dest != "help":
+                assert action.help, f"`{name} {'/'.join(action.option_strings) or action.dest}` has no help text"
+    dry = next(a for a in sub.choices["run"]._actions if a.dest == "dry_run")
+    assert "estimate" in dry.help and "data" in dry.help
+    only = next(a for a in sub.choices["run"]._actions if a.dest == "only")
+    assert "filter" in only.help
+    assert main(["list", "attack"]) == 0
+    out = capsys.readouterr().out
+    assert "eps = 0.0313725" in out and "0.03137254901960784" not in out
