@@ -4,7 +4,9 @@ The server runs in a new session so that a signal sent to ``benchmark ui`` (SIGT
 from the terminal) is handled here, once, and forwarded to the server's whole group: its uvicorn workers included,
 which a plain ``subprocess.call`` left serving. One worker, because each one imports MLflow's server on start
 (seconds per worker on a small machine) and a local UI has a single user; and without MLflow's job executor (six
-huey consumer processes for its GenAI judges, which this benchmark does not use, that slowed the start).
+huey consumer processes for its GenAI judges, which this benchmark does not use, that slowed the start). The
+server runs ``benchmark.ui_app`` (MLflow's app plus the route that opens runs in model-training mode) without
+uvicorn's access log, and the links are printed as soon as it answers, from its own REST API.
 """
 
 from __future__ import annotations

@@ -139,6 +139,10 @@ def test_a_run_opened_from_the_table_stays_in_model_training_mode(ui):
     assert "Model registry" in shown, "the model-training sidebar"
     assert not any(w in shown for w in GENAI_ONLY), "a GenAI page (Evaluations breadcrumb, Judges, Agent versions)"
     assert ASSISTANT_PANEL not in shown, "MLflow's Assistant panel opened over the page"
+    ids = ",".join(f'"{r.info.run_id}"' for r in runs[:2])  # the compare page, as its button opens it
+    compare = text(dom(f'{ui["url"]}/#/compare-runs?runs=[{ids}]&experiments=["{lf.info.experiment_id}"]',
+                       ui["base"] / "browser"))
+    assert "Model registry" in compare and not any(w in compare for w in GENAI_ONLY), "compare page: GenAI layout"
     # what the route prevents: a browser that did not come through the printed link gets MLflow's GenAI pages
     fresh = text(dom(run_page, ui["base"] / "fresh browser"))
     assert "Evaluations" in fresh, "MLflow now opens runs in model-training mode by itself: the route may go"
