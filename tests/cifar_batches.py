@@ -16,13 +16,14 @@ import numpy as np
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR10_NPZ = SHARED / "cifar10_dev.npz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR100_NPZ = SHARED / "cifar100_subset.npz"
 
 
-def _batch(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    """One pickle as the official ones are: ``data`` (N, 3072) uint8 channel-major rows, ``labels`` a list."""
+def _batch(path: Path, x: np.ndarray, y: np.ndarray, labels: str = "labels", **extra: list[int]) -> None:
+    """One pickle as the official ones are: ``data`` (N, 3072) uint8 channel-major rows, the labels a list."""
     rows = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), 3072)
     with open(path, "wb") as f:
-        pickle.dump({"batch_label": path.name, "labels": [int(v) for v in y], "data": rows, "filenames": []}, f)
+        pickle.dump({"batch_label": path.name, labels: [int(v) for v in y], "data": rows, "filenames": [], **extra}, f)
 
 
 def write_cifar10_batches(root: Path, npz: Path = CIFAR10_NPZ) -> Path:
@@ -38,4 +39,18 @@ def write_cifar10_batches(root: Path, npz: Path = CIFAR10_NPZ) -> Path:
         _batch(folder / name, empty_x, empty_y)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names, "num_cases_per_batch": 10_000, "num_vis": 3072}, f)
+    return root
+
+
+def write_cifar100_files(root: Path, npz: Path = CIFAR100_NPZ) -> Path:
+    """``root``/cifar-100-python/{train,test,meta} from the CIFAR-100 subset (the first records of each file)."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(npz) as d:
+        for part in ("train", "test"):
+            coarse = [int(v) for v in d[f"y_{part}_coarse"]]
+            _batch(folder / part, d[f"x_{part}"], d[f"y_{part}"], "fine_labels", coarse_labels=coarse)
+        names = [str(n) for n in d["class_names"]]
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": names, "coarse_label_names": [str(i) for i in range(20)]}, f)
     return root

@@ -11,7 +11,7 @@ from benchmark.data import DataSpec, load_data
 from benchmark.data.torchvision_sets import TorchvisionParams, parse_records
 from benchmark.errors import DataError
 from benchmark.registry import REGISTRY
-from cifar_batches import CIFAR10_NPZ, write_cifar10_batches
+from cifar_batches import CIFAR10_NPZ, CIFAR100_NPZ, write_cifar10_batches, write_cifar100_files
 from conftest import ROOT
 
 
@@ -33,6 +33,19 @@ def test_cifar_cpu_records_are_the_shared_npz_byte_for_byte(tmp_path):
             x, y = getattr(raw, f"x_{part}"), getattr(raw, f"y_{part}")
             assert x.dtype == np.uint8 and x.shape == d[f"x_{part}"].shape
             assert np.array_equal(x, d[f"x_{part}"]) and np.array_equal(y, d[f"y_{part}"])
+
+
+def test_cifar100_records_are_the_shared_subset(tmp_path):
+    """CIFAR-100 has one training and one test file: ``train[0:1117]`` and ``test[0:916]`` are the shared subset."""
+    if not CIFAR100_NPZ.is_file():
+        pytest.skip(f"CIFAR-100 subset not found at {CIFAR100_NPZ}")
+    root = write_cifar100_files(tmp_path)
+    comp = REGISTRY.get("dataset", "cifar100")
+    params = comp.validate({"train_records": "train[0:1117]", "test_records": "test[0:916]"})
+    raw = comp.factory(params, data_root=root)
+    with np.load(CIFAR100_NPZ) as d:
+        assert np.array_equal(raw.x_train, d["x_train"]) and np.array_equal(raw.y_train, d["y_train"])
+        assert np.array_equal(raw.x_test, d["x_test"]) and np.array_equal(raw.y_test, d["y_test"])
 
 
 def test_records_beyond_the_files_are_one_line(tmp_path):
