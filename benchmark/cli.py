@@ -21,9 +21,10 @@ RERUN_ALL = "*"  # what a bare --rerun stands for
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a suite: every cell of its grid becomes an MLflow run", epilog=EPILOG)
     p.add_argument("suite", help="suite YAML file, e.g. suites/smoke.yaml")
-    p.add_argument("--dry-run", action="store_true", help="print the expanded grid and the cell count; run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded grid, the cell count and the time "
+                   "estimate, and check that the data is there (as validate does); run nothing")
     p.add_argument(
-        "--only", action="append", metavar="KEY=VALUE", help="run a slice: KEY is dataset|backbone|defense|attack|seed; "
+        "--only", action="append", metavar="KEY=VALUE", help="run a slice: KEY is dataset|backbone|defense|attack|filter|seed; "
         "comma-separated values; repeatable (all must match)"
     )
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="overrides the suite's device")
@@ -80,7 +81,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace, rerun_all: bool) -> int:
-    """The grid, which cells are finished already (in the store) and the estimate of the others."""
+    """The plan (cells, which are finished already in the store, sweeps, the estimate of the others), then the data
+    check ``validate`` runs: a plan whose data is missing ends with the same one line and exit 2."""
+    from benchmark.data.check import ensure_data
     from benchmark.estimate import estimate_lines
     from benchmark.reuse import finished_keys_of_suite
     from benchmark.runner import rerun_keys
@@ -98,10 +101,10 @@ def _dry_run(args: argparse.Namespace, rerun_all: bool) -> int:
         print(f"{cell.key}  {cell.title()}{'  (finished: reused)' if cell.key in done else ''}")
     todo = [c for c in cells if c.key not in done]
     print(f"{len(cells)} cells: {len(cells) - len(todo)} already finished or reusable, {len(todo)} to run")
-    for line in sweep_lines(suite):
+    for line in [*sweep_lines(suite), *estimate_lines(suite, todo, args.device, cache_dir=args.cache_dir)]:
         print(line)
-    for line in estimate_lines(suite, todo, args.device, cache_dir=args.cache_dir):
-        print(line)
+    sys.stdout.flush()  # the plan before a data error on stderr
+    ensure_data(suite, args.suite, args.data_root, labels={c.dataset for c in cells})
     return 0
 
 
@@ -125,8 +128,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for comp in REGISTRY.items(kind):
             print(f"  {comp.name:<24} {comp.description}")
             for key, value in comp.defaults().items():
-                print(f"      {key} = {value!r}")
+                print(f"      {key} = {shown_default(value)}")
     return 0
+
+
+def shown_default(value: object) -> str:
+    """A default as ``list`` prints it: floats with 6 significant digits (8/255 is 0.0313725, not
+    0.03137254901960784), everything else as Python writes it."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -187,27 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     p = sub.add_parser("validate", help="check a suite file and that its data is there, without running it")
-    p.add_argument("suite")
+    p.add_argument("suite", help="suite YAML file, e.g. suites/digits-cpu.yaml")
     p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
-    p = sub.add_parser("list", help="list attacks, defenses, datasets, backbones and heads with their parameters")
-    p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head", "filter"))
+    p = sub.add_parser("list", help="list attacks, defenses, filters, datasets, backbones and heads with their "
+                       "parameters")
+    p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head", "filter"),
+                   help="only this kind of component (default: all)")
     p = sub.add_parser("report", help="tables and plots from the MLflow runs of a suite")
-    p.add_argument("--suite", help="suite name (its MLflow experiment)")
-    p.add_argument("--run-id", help="a parent run id")
-    p.add_argument("--out", default="reports", help="output folder (default: reports/)")
-    p.add_argument("--tracking-uri")
-    p = sub.add_parser("ui", help="start the MLflow UI over the project's store")
-    p.add_argument("--tracking-uri")
+    p.add_argument("--suite", help="suite name (its MLflow experiment); its latest parent run is reported")
+    p.add_argument("--run-id", help="a parent run id (instead of --suite)")
+    p.add_argument("--out", default="reports", help="output folder (default: reports/); the report is also logged "
+                   "under report/ of the parent run")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)")
+    p = sub.add_parser("ui", help="start the MLflow UI over the project's store and print a link per suite")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000)")
     p = sub.add_parser("data", help="download torchvision datasets (MNIST, SVHN, CIFAR-10/100) into the data root")
-    p.add_argument("action", choices=("download",))
+    p.add_argument("action", choices=("download",), help="download: fetch the named datasets")
     p.add_argument("names", nargs="+", metavar="NAME", help="mnist, svhn, cifar10 or cifar100")
     p.add_argument("--data-root", help="where torchvision datasets live (default: $BENCHMARK_DATA or a cache folder)")
     p = sub.add_parser("cache", help="list or clear cached backbones, features and attacks")
-    p.add_argument("action", choices=("list", "clear"))
+    p.add_argument("action", choices=("list", "clear"), help="list: the entries and their sizes; clear: remove them")
     p.add_argument("--kind", choices=("backbone", "features", "attack"), help="with clear: only this kind")
-    p.add_argument("--cache-dir")
+    p.add_argument("--cache-dir", help="the cache folder (default: $BENCHMARK_CACHE or ./.cache/benchmark)")
     return parser
 
 

@@ -225,12 +225,16 @@ class Cell(Strict):
     filter: Resolved = Resolved(label=NO_FILTER, name=NO_FILTER, params={})
     # axis -> (written label, swept parameter values); the variant's label and params already carry them
     sweeps: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
+    # axes with one value in the whole suite (seed, dataset, backbone): the title leaves them out
+    same_in_suite: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         """Stable key: the resolved configuration plus the version of every stage (``benchmark/versions.py``)."""
         # no filter leaves the key of a cell as it was before filters existed (and its label is not in the key)
-        body = self.model_dump(mode="json", exclude={"suite", "sweeps"} | ({"filter"} if not self.filtered else set()))
+        body = self.model_dump(
+            mode="json", exclude={"suite", "sweeps", "same_in_suite"} | ({"filter"} if not self.filtered else set())
+        )
         return stable_hash({"cell": body, "versions": versions()})
 
     @property
@@ -262,10 +266,16 @@ class Cell(Strict):
         return self.seed if axis == "seed" else self.tags()[axis]
 
     def title(self) -> str:
-        """The run name: what differs between a suite's cells first (MLflow's table cuts long names)."""
+        """The run name: what differs between a suite's cells, first (MLflow's table cuts long names); the seed,
+        dataset and backbone only where the suite has several, so that no column-wide suffix repeats in every row."""
         t = self.tags()
-        attack = f"{t['attack']} · {t['filter']}" if self.filtered else t["attack"]
-        return f"{t['defense']} · {attack} · s{t['seed']} · {t['dataset']}/{t['backbone']}"
+        parts = [t["defense"], f"{t['attack']} · {t['filter']}" if self.filtered else t["attack"]]
+        if "seed" not in self.same_in_suite:
+            parts.append(f"s{t['seed']}")
+        place = [t[axis] for axis in ("dataset", "backbone") if axis not in self.same_in_suite]
+        if place:
+            parts.append("/".join(place))
+        return " · ".join(parts)
 
     def flat_params(self) -> dict[str, Any]:
         """Every resolved hyper-parameter as a flat ``section.key`` mapping, for MLflow params."""
@@ -421,6 +431,7 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
             if unknown:
                 raise SuiteError(f"--only {axis}={','.join(unknown)}: not in the suite; known: {sorted(known)}")
     cells = []
+    same = tuple(axis for axis in ("seed", "dataset", "backbone") if len(labels[axis]) == 1)
     for ds, bb, df, at, ft, seed in itertools.product(*(labels[a] for a in AXES)):
         external, target = resolved["dataset"][ds]
         cell = Cell(
@@ -440,6 +451,7 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
                 for axis, label in (("defense", df), ("attack", at), ("filter", ft))
                 if variants[axis][label].swept
             },
+            same_in_suite=same,
         )
         if any(_matches(cell, rule) for rule in suite.grid.exclude):
             continue

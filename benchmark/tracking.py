@@ -37,10 +37,13 @@ PARENT = "mlflow.parentRunId"
 # Accepted values (MLflow 3.x UI): custom_model_development, genai_development, finetuning, forecasting, ...
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # A view of the runs table stored on the experiment (MLflow's "shared view"): cells only, flat, with the headline
-# metrics as columns, most damaged first. `benchmark ui` prints the link that opens it (?viewStateShareKey=...).
+# metrics as columns and each cell's description (its headline), largest accuracy drop first. `benchmark ui` prints
+# the link that opens it (?viewStateShareKey=...).
 VIEW_KEY = "benchmark"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 HEADLINE_COLUMNS = ("poisoned_accuracy", "clean_accuracy", "accuracy_drop", "attack_success_rate", "robust_accuracy")
+SORT_METRIC = "accuracy_drop"  # the damage every cell has; targeted attacks' success is a column beside it
+DESCRIPTION_COLUMN = "attributes.`Description`"  # MLflow 3's key for the runs table's Description column
 
 
 def redact(text: str) -> str:
@@ -404,12 +407,12 @@ def _cells_view() -> str:
 
     return json.dumps(
         {
-            "selectedColumns": [f"metrics.`{m}`" for m in HEADLINE_COLUMNS],
+            "selectedColumns": [DESCRIPTION_COLUMN, *(f"metrics.`{m}`" for m in HEADLINE_COLUMNS)],
             # a filter and a sort other than by start time make MLflow list the children flat, not folded;
             # one row per cell of the current suite, whichever parent ran it (benchmark/reuse.py)
             "searchFilter": f"tags.`{CURRENT}` = 'true'",
-            "orderByKey": f"metrics.`{HEADLINE_COLUMNS[0]}`",
-            "orderByAsc": True,
+            "orderByKey": f"metrics.`{SORT_METRIC}`",
+            "orderByAsc": False,
         }
     )
 

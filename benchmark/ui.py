@@ -4,21 +4,27 @@ The server runs in a new session so that a signal sent to ``benchmark ui`` (SIGT
 from the terminal) is handled here, once, and forwarded to the server's whole group: its uvicorn workers included,
 which a plain ``subprocess.call`` left serving. One worker, because each one imports MLflow's server on start
 (seconds per worker on a small machine) and a local UI has a single user; and without MLflow's job executor (six
-huey consumer processes for its GenAI judges, which this benchmark does not use, that slowed the start).
+huey consumer processes for its GenAI judges, which this benchmark does not use, that slowed the start). The
+server runs ``benchmark.ui_app`` (MLflow's app plus the route that opens runs in model-training mode) without
+uvicorn's access log, and the links are printed as soon as it answers, from its own REST API.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from benchmark import COMMAND
 from benchmark.tracking import redact
+from benchmark.ui_app import APP_NAME, ROUTE, entry_point_folder
 
 STOP_GRACE_SECONDS = 10.0  # SIGTERM to the group, then SIGKILL for whatever is left
 
@@ -41,8 +47,24 @@ def _say(line: str) -> None:
 
 def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = _say) -> int:
     """Run the MLflow UI until it exits or this process is told to stop; returns its exit code (0 when stopped)."""
+    with tempfile.TemporaryDirectory(prefix="benchmark-ui-") as folder:
+        return _serve(uri, host, port, echo, Path(folder))
+
+
+def browser_mode(env: dict[str, str], folder: Path) -> tuple[list[str], dict[str, str]]:
+    """The server arguments and environment that serve ``benchmark.ui_app`` (the route that opens runs in
+    model-training mode) without an HTTP access log line per request."""
+    paths = [str(entry_point_folder(folder)), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+    args = ["--app-name", APP_NAME, "--uvicorn-opts", "--no-access-log"]
+    # MLflow's own import of starlette.middleware.wsgi warns that it is deprecated: nothing a user can act on
+    warnings = ",".join(w for w in (env.get("PYTHONWARNINGS"), "ignore:starlette.middleware.wsgi is deprecated") if w)
+    return args, {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "PYTHONWARNINGS": warnings}
+
+
+def _serve(uri: str, host: str, port: int, echo: Callable[[str], None], folder: Path) -> int:
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    proc = subprocess.Popen(server_command(uri, host, port), start_new_session=True, env=env)
+    extra, env = browser_mode(env, folder)
+    proc = subprocess.Popen(server_command(uri, host, port) + extra, start_new_session=True, env=env)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     url = f"http://{host}:{port}"
     try:
@@ -67,27 +89,43 @@ def serve(uri: str, host: str, port: int, echo: Callable[[str], None] = _say) ->
 
 
 def suite_links(uri: str, url: str) -> list[str]:
-    """One line per suite experiment: the link that opens its cells with their headline metrics."""
-    from mlflow.tracking import MlflowClient
-
+    """One line per suite experiment: the link that opens its cells with their headline metrics. Asked of the
+    server that just answered (its REST API), so that no MLflow import delays the links."""
     from benchmark.tracking import VIEW_TAG
 
     try:
-        experiments = MlflowClient(tracking_uri=uri).search_experiments()
-    except Exception:  # the store is read by the server too; links are a convenience
+        experiments = _experiments(url)
+    except (OSError, ValueError):  # the links are a convenience; the server is up either way
         return []
     return [
-        f"  {e.name}: {experiment_link(url, e.experiment_id)}"
-        for e in sorted(experiments, key=lambda e: e.name)
-        if VIEW_TAG in e.tags
+        f"  {name}: {experiment_link(url, eid)}"
+        for name, eid, tags in sorted(experiments)
+        if VIEW_TAG in tags
     ] or [f"  no suite has runs in {redact(uri)} yet: `{COMMAND} run suites/smoke.yaml` makes some"]
 
 
-def experiment_link(url: str, experiment_id: str) -> str:
-    """The experiment's runs table in MLflow's model-training mode, with the benchmark's view of the cells."""
-    from benchmark.tracking import VIEW_KEY
+def _experiments(url: str) -> list[tuple[str, str, set[str]]]:
+    """(name, id, tag keys) of every active experiment, from the server's ``experiments/search``."""
+    out, token = [], None
+    for _ in range(100):  # pages of 1,000
+        body = {"max_results": 1000, **({"page_token": token} if token else {})}
+        request = urllib.request.Request(
+            f"{url}/api/2.0/mlflow/experiments/search", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            page = json.load(resp)
+        for e in page.get("experiments", []):
+            out.append((e["name"], e["experiment_id"], {t["key"] for t in e.get("tags", [])}))
+        token = page.get("next_page_token")
+        if not token:
+            break
+    return out
 
-    return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+def experiment_link(url: str, experiment_id: str) -> str:
+    """The route of ``benchmark.ui_app`` that sets model-training mode, then opens the experiment's runs table."""
+    return f"{url}{ROUTE}{experiment_id}"
 
 
 def _raise_stop(signum: int, frame: object) -> None:

@@ -242,7 +242,7 @@ def test_nan_loss_fails_that_cell_with_the_reason(tmp_path, smoke_dict, capsys):
     # the diverged weights were not cached: only the good backbone is there
     assert len(list((Path(os.environ["BENCHMARK_CACHE"]) / "backbone").glob("*.pt"))) == 1
     out = capsys.readouterr().out
-    assert "blowup · none · s0 · synthetic/small_cnn: FAILED (TrainingDiverged: " in out
+    assert "blowup · none: FAILED (TrainingDiverged: " in out
 
 
 def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, smoke_dict, monkeypatch, caplog):

@@ -73,7 +73,7 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
     assert {"poisons.npz", "budget_check.txt", "cell_log.txt", "label_flips.csv", "label_flips.png"} <= artifacts
     assert "poison_examples.png" not in artifacts  # label flip changes no image
     # what the MLflow UI shows first: names that lead with what differs, the headline, the experiment's kind
-    assert lf.info.run_name == "pgd · label_flip · s0 · synthetic/small_cnn"
+    assert lf.info.run_name == "pgd · label_flip"  # one seed, dataset and backbone: no suffix repeated in every row
     assert lf.data.tags["mlflow.note.content"].startswith("clean ")
     assert "→ poisoned" in lf.data.tags["mlflow.note.content"]
     for c in mine:  # rounded to 6 significant digits: no float32 tail such as 0.92500001
@@ -82,7 +82,7 @@ def test_smoke_run_lands_in_mlflow(smoke_run):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.tags["mlflow.note.content"].startswith("Naive vs PGD adversarial training")
     note = parent.data.tags["mlflow.note.content"]  # the parent's description: its cells and their headlines
-    assert "| pgd · label_flip · s0 · synthetic/small_cnn | FINISHED | clean " in note
+    assert "| pgd · label_flip | FINISHED | clean " in note
     # the parent carries the suite file, versions and the commit
     assert "smoke.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.params["version.torch"]
@@ -129,7 +129,8 @@ def test_dry_run_prints_grid(capsys):
     assert main(["run", str(ROOT / "suites/smoke.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 cells" in out
-    assert out.count(" · s0 · synthetic/small_cnn\n") == 4
+    assert out.count(" · s0 · synthetic/small_cnn\n") == 0  # one seed, dataset and backbone: not in the names
+    assert "pgd · label_flip\n" in out
 
 
 @pytest.mark.parametrize("argv", [["run", "--help"], ["validate", "--help"], ["list", "--help"], ["ui", "--help"],
@@ -182,3 +183,21 @@ def test_report_command_answers(capsys, tmp_path):
     assert code in (1, 2)
     captured = capsys.readouterr()
     assert captured.out.strip() or captured.err.strip()
+
+
+def test_every_argument_has_help_and_list_prints_short_floats(capsys):
+    from benchmark.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.dest != "help":
+                assert action.help, f"`{name} {'/'.join(action.option_strings) or action.dest}` has no help text"
+    dry = next(a for a in sub.choices["run"]._actions if a.dest == "dry_run")
+    assert "estimate" in dry.help and "data" in dry.help
+    only = next(a for a in sub.choices["run"]._actions if a.dest == "only")
+    assert "filter" in only.help
+    assert main(["list", "attack"]) == 0
+    out = capsys.readouterr().out
+    assert "eps = 0.0313725" in out and "0.03137254901960784" not in out

@@ -113,3 +113,56 @@ def test_readme_suite_file_example_is_a_valid_suite() -> None:
     # 2 defenses x 2 attacks x 2 filters, minus naive x lf (both filters)
     assert len(cells) == 6
     assert {c.filter.label for c in cells} == {"none", "knn"}
+
+
+def _walkthrough() -> str:
+    return (ROOT / "README.md").read_text().split("## Your own attack in five minutes", 1)[1].split("\n## ", 1)[0]
+
+
+def _dist_info(folder, pyproject: dict):
+    """What installing the README's package writes for its entry points: a dist-info folder on the path."""
+    name = pyproject["project"]["name"].replace("-", "_")
+    info = folder / f"{name}-{pyproject['project']['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {pyproject['project']['name']}\nVersion: 0.1.0\n")
+    lines = [f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
+             for group, eps in pyproject["project"]["entry-points"].items()]
+    (info / "entry_points.txt").write_text("\n".join(lines))
+    return folder
+
+
+def test_readme_walkthrough_runs_its_two_cell_suite_and_registers_the_plugin(tmp_path, monkeypatch, one_thread):
+    """The suite as written, in this process (the plugin folder on sys.path as PYTHONPATH puts it); the entry point
+    as declared, found by a registry as an installed package's."""
+    import tomllib
+
+    import yaml
+
+    from benchmark.cli import main
+
+    text = _walkthrough()
+    plugin_dir = tmp_path / "my-attacks"
+    plugin_dir.mkdir()
+    (plugin_dir / "my_attacks.py").write_text(readme_attack_code())
+    suite_text = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    (plugin_dir / "noise.yaml").write_text(suite_text)
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    assert main(["run", str(plugin_dir / "noise.yaml"), "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(yaml.safe_load(suite_text)["name"])
+    runs = {r.data.tags["attack"]: r for r in client.search_runs([exp.experiment_id], "tags.`benchmark.role` = 'cell'")}
+    assert set(runs) == {"none", "noise"} and {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert runs["noise"].data.params["budget_check"] == "passed"
+    assert 0 < runs["noise"].data.metrics["perturbation_linf_max"] <= 0.1 + 1e-6
+
+    pyproject = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
+    assert pyproject["tool"]["setuptools"]["py-modules"] == ["my_attacks"]
+    monkeypatch.syspath_prepend(str(_dist_info(tmp_path / "site", pyproject)))  # as `uv pip install -e` would
+    from adapters.base import Attack
+    from benchmark.registry import Registry
+
+    fresh = Registry()  # the process-wide one has read its entry points already
+    fresh.declare_base("attack", Attack)
+    assert "uniform_noise" in fresh.names("attack")
+    assert fresh.get("attack", "uniform_noise").description.startswith("Uniform noise in the L-inf ball")

@@ -49,7 +49,7 @@ def test_unswept_keys_do_not_change_when_a_sibling_is_swept(swept, smoke_dict, t
     d = copy.deepcopy(smoke_dict)
     d["attacks"]["label_flip"]["sweep"] = {"mode": ["random", "different"]}
     after = {c.title(): c.key for c in expand(load_suite(write_suite(tmp_path, d, "b.yaml")))}
-    pgd_none = "pgd · none · s0 · synthetic/small_cnn"
+    pgd_none = "pgd · none"
     assert after[pgd_none] == plain[pgd_none]
 
 

@@ -1,7 +1,8 @@
 """`benchmark ui` in a real browser (headless chromium), over a store with a finished smoke-shaped run.
 
 Skipped where no chromium is installed (Debian: `apt-get install chromium`). Chromium's own `--dump-dom` renders
-each page (MLflow's UI is a JavaScript app) and prints the resulting document, which the asserts read.
+each page (MLflow's UI is a JavaScript app) and prints the resulting document, which the asserts read. A browser
+is a profile folder: pages opened with the same one share its localStorage, where MLflow keeps its sidebar mode.
 """
 
 from __future__ import annotations
@@ -23,16 +24,24 @@ from conftest import ROOT, tiny_suite, write_suite
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
+GENAI_ONLY = ("Evaluations", "Judges", "Agent versions")  # GenAI sidebar entries and the GenAI run breadcrumb
+ASSISTANT_PANEL = "Ask questions about your experiments"  # MLflow's Assistant panel, open
 
 
-def dom(url: str, wait_ms: int = 20000) -> str:
-    """The page's document after its scripts ran for ``wait_ms`` of virtual time."""
+def dom(url: str, profile, wait_ms: int = 20000) -> str:
+    """The page's document after its scripts ran for ``wait_ms`` of virtual time, in the browser ``profile``."""
     out = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         f"--virtual-time-budget={wait_ms}", "--window-size=1600,900", "--dump-dom", url],
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={profile}", f"--virtual-time-budget={wait_ms}", "--window-size=1600,900",
+         "--dump-dom", url],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     return out.stdout
+
+
+def text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
 
 def _free_port() -> int:
@@ -55,28 +64,40 @@ def ui(tmp_path_factory, one_thread):
     assert main(["run", str(write_suite(base, d)), "--quiet", "--cache-dir", str(base / "cache")]) == 0
 
     port = _free_port()
+    log = open(base / "server.log", "w")  # the server's own output: no access line per request
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmark", "ui", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True,
+        cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
-    lines = []
+    lines, ready_at, link_at = [], None, None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
+        if "ready on" in line:
+            ready_at = time.monotonic()
         if line.strip().startswith("smoke: http"):
+            link_at = time.monotonic()
             break
     link = next((ln.split(": ", 1)[1].strip() for ln in lines if ln.strip().startswith("smoke: http")), None)
     try:
         assert link, "".join(lines)
-        yield proc, uri, f"http://127.0.0.1:{port}", link
+        yield {"uri": uri, "url": f"http://127.0.0.1:{port}", "link": link, "base": base,
+               "link_after_ready": link_at - ready_at, "server_log": base / "server.log", "pages": {}}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+        log.close()
+
+
+def _table(ui) -> str:
+    """The runs table as a new browser shows it when its first page is the printed link (rendered once)."""
+    if "table" not in ui["pages"]:
+        ui["pages"]["table"] = dom(ui["link"], ui["base"] / "browser")
+    return ui["pages"]["table"]
 
 
 def _children(uri: str):
@@ -88,28 +109,57 @@ def _children(uri: str):
     return client, runs
 
 
-def test_experiment_opens_on_the_runs_table_with_names_and_headline_metrics(ui):
-    _, uri, _, link = ui
-    page = dom(link)
-    assert "Model training" in page and "Naive vs PGD adversarial training" in page  # the suite's description
-    for name in ("naive · none · s0", "naive · label_flip · s0", "pgd · none · s0", "pgd · label_flip · s0"):
-        assert name in page, f"child run {name!r} not listed"
-    for metric in ("poisoned_accuracy", "clean_accuracy", "robust_accuracy"):
-        assert metric in page, f"column {metric} not shown"
-    assert "4 matching runs" in re.sub(r"<[^>]+>", "", page), "the table lists the four cells, flat"
+def test_the_link_opens_the_runs_table_most_damaged_first_with_descriptions(ui):
+    assert ui["link_after_ready"] < 5.0, "the links come as soon as the server answers"
+    shown = text(_table(ui))
+    assert "Model training" in shown and "Naive vs PGD adversarial training" in shown  # the suite's description
+    assert "Model registry" in shown and not any(w in shown for w in GENAI_ONLY), "model-training sidebar"
+    assert "Description" in shown and "→ poisoned" in shown, "the Description column with each cell's headline"
+    for metric in ("poisoned_accuracy", "clean_accuracy", "accuracy_drop", "robust_accuracy"):
+        assert metric in shown, f"column {metric} not shown"
+    assert "4 matching runs" in shown, "the table lists the four cells, flat"
+    _, runs = _children(ui["uri"])
+    order = sorted(runs, key=lambda r: shown.index(f" {r.info.run_name} "))  # as the table lists them
+    drops = [r.data.metrics["accuracy_drop"] for r in order]
+    assert drops == sorted(drops, reverse=True), "largest accuracy drop first"
+    assert all(r.info.run_name.count("·") == 1 for r in runs), "names without the suffix every row shares"
 
 
-def test_child_run_page_lists_metrics_and_the_poison_image(ui):
-    _, uri, url, _ = ui
-    client, runs = _children(uri)
+def test_a_run_opened_from_the_table_stays_in_model_training_mode(ui):
+    client, runs = _children(ui["uri"])
     lf = next(r for r in runs if r.data.tags["attack"] == "label_flip" and r.data.tags["defense"] == "pgd")
-    base = f"{url}/#/experiments/{lf.info.experiment_id}/runs/{lf.info.run_id}"
-    overview = re.sub(r"<[^>]+>", " ", dom(f"{base}?workflowType=machine_learning"))
-    assert "pgd · label_flip · s0 · synthetic/small_cnn" in overview
-    assert "clean " in overview and "→ poisoned " in overview  # the headline, as the run's description
+    table = _table(ui)
+    href = re.search(rf'href="(#/experiments/\d+/runs/{lf.info.run_id})"', table)
+    assert href, "the runs table links the run"
+    run_page = f"{ui['url']}/{href.group(1)}"  # where a click on the run's name goes: no ?workflowType
+    shown = text(dom(run_page, ui["base"] / "browser"))
+    assert "pgd · label_flip" in shown and "clean " in shown and "→ poisoned " in shown  # the headline
     for metric in ("clean_accuracy", "poisoned_accuracy", "accuracy_drop", "robust_accuracy"):
-        assert metric in overview, f"metric {metric} missing on the run page"
-    artifacts = dom(f"{base}/artifacts?workflowType=machine_learning")
+        assert metric in shown, f"metric {metric} missing on the run page"
+    assert "Model registry" in shown, "the model-training sidebar"
+    assert not any(w in shown for w in GENAI_ONLY), "a GenAI page (Evaluations breadcrumb, Judges, Agent versions)"
+    assert ASSISTANT_PANEL not in shown, "MLflow's Assistant panel opened over the page"
+    ids = ",".join(f'"{r.info.run_id}"' for r in runs[:2])  # the compare page, as its button opens it
+    compare = text(dom(f'{ui["url"]}/#/compare-runs?runs=[{ids}]&experiments=["{lf.info.experiment_id}"]',
+                       ui["base"] / "browser"))
+    assert "Model registry" in compare and not any(w in compare for w in GENAI_ONLY), "compare page: GenAI layout"
+    # what the route prevents: a browser that did not come through the printed link gets MLflow's GenAI pages
+    fresh = text(dom(run_page, ui["base"] / "fresh browser"))
+    assert "Evaluations" in fresh, "MLflow now opens runs in model-training mode by itself: the route may go"
+
+
+def test_run_artifacts_are_listed_and_served(ui):
+    _, runs = _children(ui["uri"])
+    lf = next(r for r in runs if r.data.tags["attack"] == "label_flip" and r.data.tags["defense"] == "pgd")
+    base = f"{ui['url']}/#/experiments/{lf.info.experiment_id}/runs/{lf.info.run_id}"
+    artifacts = dom(f"{base}/artifacts", ui["base"] / "browser")
     assert "label_flips.png" in artifacts and "label_flips.csv" in artifacts
-    with urllib.request.urlopen(f"{url}/get-artifact?path=label_flips.png&run_uuid={lf.info.run_id}") as resp:
+    with urllib.request.urlopen(f"{ui['url']}/get-artifact?path=label_flips.png&run_uuid={lf.info.run_id}") as resp:
         assert resp.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_server_prints_no_access_log_and_no_deprecation_warning(ui):
+    log = ui["server_log"].read_text()  # after the pages above: dozens of requests
+    assert "Uvicorn running" in log, log[-2000:]
+    assert '"GET /' not in log and '"POST /' not in log, "an HTTP access line per request"
+    assert "DeprecationWarning" not in log, log[-2000:]

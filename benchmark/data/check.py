@@ -78,7 +78,8 @@ def _message(source: str, missing: list[Missing], data_root: str | Path | None) 
     if first.name == "npz":
         return (
             f"{source}: {first.key}.params.path: npz file {first.where} not found (relative paths are read from "
-            f"the folder the command runs in, {Path.cwd()}); create it or fix the path"
+            f"the folder the command runs in, {Path.cwd()}); fix the path, or write one with numpy.savez(path, "
+            "x_train=..., y_train=..., x_test=..., y_test=...) (README, Data)"
         )
     names = sorted({m.name for m in missing if m.name != "npz"}, key=[m.name for m in missing].index)
     flag = f" --data-root {first.where}" if first.where != default_data_root() else ""

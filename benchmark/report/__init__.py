@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"report: {len(agg.groups)} groups, {len(agg.failed)} failed and {len(agg.missing)} missing cells; "
         f"wrote {result.directory / 'report.md'}, {result.directory / 'report.html'} and "
-        f"{len(result.files) - 2} figures"
+        f"{sum(1 for f in result.files if f.suffix == '.png')} figures (PNG, and SVG beside the charts)"
     )
     if result.logged:
         print(f"report: logged under '{ARTIFACT_DIR}/' of parent run {result.parent_id} (`{COMMAND} ui`)")
@@ -72,7 +72,7 @@ def build_report(
     shutil.rmtree(figdir, ignore_errors=True)  # only our own figures folder: stale gallery images must not linger
     figdir.mkdir(parents=True, exist_ok=True)
 
-    images = [Image(f.title, f"{FIGURES}/{f.name}", f.png) for f in figures(agg)]
+    images = [Image(f.title, f"{FIGURES}/{f.name}", f.png, f.svg) for f in figures(agg)]
     answer = answer_blocks(rs, agg)  # curves, paired tests, claims
     curves = [b for b in answer if isinstance(b, Image)]
     gallery = _gallery(rs, agg)
@@ -82,6 +82,9 @@ def build_report(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(img.png)
         files.append(path)
+        if img.svg:
+            (outdir / img.svg_path).write_bytes(img.svg)
+            files.append(outdir / img.svg_path)
     blocks = _document(rs, agg, images, gallery, answer)
     md, html = outdir / "report.md", outdir / "report.html"
     md.write_text(to_markdown_document(blocks))

@@ -38,17 +38,43 @@ def answer_blocks(rs: RunSet, agg: Aggregate) -> list[Block]:
         blocks.append(Heading("Budget curves"))
         for fam in fams:
             fig = curve_figure(agg, fam)
-            blocks.append(Image(fig.title, f"{FIGURES}/{fig.name}", fig.png))
+            blocks.append(Image(fig.title, f"{FIGURES}/{fig.name}", fig.png, fig.svg))
         if any(f.targeted for f in fams):
             blocks.append(break_table(agg, fams))
         if robust:
-            blocks.append(Image(robust.title, f"{FIGURES}/{robust.name}", robust.png))
-    checks = check_claims(agg, outcomes)
-    if checks:
-        blocks += [Heading("Claims"), claims_table(checks), Bullets([claim_sentence(c) for c in checks])]
+            blocks.append(Image(robust.title, f"{FIGURES}/{robust.name}", robust.png, robust.svg))
+    blocks += claims_blocks(check_claims(agg, outcomes), generated_datasets(rs.suite_raw))
     comps = pairwise(agg, outcomes)
     if comps:
         blocks += [Heading("Paired comparisons"), pairwise_table(comps)]
     elif agg.groups and not outcomes:
         blocks.append(Text("Paired comparisons: none (the runs carry no per-target or per-test-image outcomes)."))
     return blocks
+
+
+def generated_datasets(raw: dict[str, Any] | None) -> set[str]:
+    """Labels of the suite's datasets whose external or target data is generated (the ``synthetic`` dataset)."""
+    out = set()
+    for label, task in ((raw or {}).get("datasets") or {}).items():
+        roles = [task.get(r) for r in ("external", "target")] if isinstance(task, dict) else []
+        if any(isinstance(spec, dict) and spec.get("name") == "synthetic" for spec in roles):
+            out.add(str(label))
+    return out
+
+
+def claims_blocks(checks: list[ClaimCheck], generated: set[str]) -> list[Block]:
+    """The claims table for the real datasets only: generated data shows that the machinery works, not whether
+    robust features resist poisoning, so a verdict on it would be a claim about nothing."""
+    real = [c for c in checks if c.dataset not in generated]
+    if real:
+        return [Heading("Claims"), claims_table(real), Bullets([claim_sentence(c) for c in real])]
+    if not generated:
+        return []
+    return [
+        Heading("Claims"),
+        Text(
+            f"No claims table: this suite's data ({', '.join(sorted(generated))}) is generated, so its numbers say "
+            "that the pipeline works, not whether robust features resist poisoning. Suites on real images check "
+            "the paper's claims: suites/digits-cpu.yaml (no download), mnist-cpu, cifar-cpu."
+        ),
+    ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from benchmark.metrics import wilson_interval
 from benchmark.report.aggregate import Aggregate, Group, Stat, base_label
 from benchmark.report.outcomes import Outcome
-from benchmark.report.plots import Figure, _axes, _in_order, _panels, _png, arms_in_order
+from benchmark.report.plots import Figure, _axes, _in_order, _panels, _render, arms_in_order
 from benchmark.report.stats import crossing
 from benchmark.report.tables import Table
 from benchmark.suite import sweep_metric
@@ -93,7 +93,7 @@ def _log_x(xs: list[float]) -> bool:
 
 def curve_figure(agg: Aggregate, fam: Family) -> Figure:
     panels = _panels(agg, [pts[0].group for pts in fam.lines.values()])
-    fig, axes = _axes(len(panels), 4.8, 3.4)
+    fig, axes = _axes(len(panels))
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         defenses = arms_in_order(agg, [pts[0].group for (d0, b0, _), pts in fam.lines.items() if (d0, b0) == (ds, bb)])
         xs_all: list[float] = []
@@ -112,10 +112,10 @@ def curve_figure(agg: Aggregate, fam: Family) -> Figure:
         ax.set_xlabel(fam.param)
         ax.set_ylabel("success rate (%)" if fam.targeted else "poisoned accuracy (%)")
         ax.set_title(f"{ds} / {bb}")
-        ax.legend(fontsize=7)
+        ax.legend()
     what = "success rate, 95% Wilson band" if fam.targeted else "poisoned accuracy, 95% interval"
     fig.suptitle(f"{fam.attack} over {fam.param}: {what}", y=1.03)
-    return Figure(f"curve_{fam.attack}_{fam.param}.png", f"{fam.attack}: {what} vs {fam.param}", _png(fig))
+    return Figure(f"curve_{fam.attack}_{fam.param}.png", f"{fam.attack}: {what} vs {fam.param}", *_render(fig))
 
 
 def _fmt_x(x: float, flag: str) -> str:
@@ -156,7 +156,7 @@ def robust_figure(agg: Aggregate, eps_values: list[float], samples: int) -> Figu
     panels = _panels(agg, [agg.groups[k] for k in keys])
     if not panels:
         return None
-    fig, axes = _axes(len(panels), 4.8, 3.4)
+    fig, axes = _axes(len(panels))
     xs = sorted(eps_values)
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         for defense in _in_order(agg, "defense", {k[2] for k in keys if k[:2] == (ds, bb)}):
@@ -176,9 +176,9 @@ def robust_figure(agg: Aggregate, eps_values: list[float], samples: int) -> Figu
         ax.set_xlabel("eps (/255)")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_title(f"{ds} / {bb}")
-        ax.legend(fontsize=7)
+        ax.legend()
     fig.suptitle(f"Robust accuracy (PGD) vs eps, 95% Wilson band over {samples} test images", y=1.03)
-    return Figure("curve_robust_accuracy_eps.png", "Robust accuracy vs eps", _png(fig))
+    return Figure("curve_robust_accuracy_eps.png", "Robust accuracy vs eps", *_render(fig))
 
 
 __all__ = ["Family", "accuracy_stat", "break_table", "curve_figure", "families", "robust_figure"]

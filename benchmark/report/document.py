@@ -29,6 +29,11 @@ class Image:
     title: str
     path: str  # relative to the report's folder (Markdown links to it; HTML embeds ``png``)
     png: bytes
+    svg: bytes = b""  # the same figure as vector graphics, written beside the PNG (for papers and slides)
+
+    @property
+    def svg_path(self) -> str:
+        return self.path.rsplit(".", 1)[0] + ".svg"
 
 
 Block = Heading | Text | Bullets | Table | Image
@@ -50,5 +55,5 @@ def to_markdown_document(blocks: list[Block]) -> str:
             if b.note:
                 out.append(f"_{b.note}_")
         elif isinstance(b, Image):
-            out.append(f"![{b.title}]({b.path})")
+            out.append(f"![{b.title}]({b.path})" + (f" ([SVG]({b.svg_path}))" if b.svg else ""))
     return "\n\n".join(out) + "\n"

@@ -1,9 +1,11 @@
-"""The report's figures (matplotlib, Agg backend), each returned as PNG bytes; one panel per (dataset, backbone).
+"""The report's figures (matplotlib, Agg backend), each returned as a 2x PNG and an SVG; one panel per (dataset,
+backbone), sized for a paper's column (3.5 inches a panel, 8-point text).
 
 - heat map of poisoned accuracy, defense x attack, its colours spread over the values' own range (one colour scale
-  for all panels) so that cells a few points apart look different;
-- clean vs poisoned accuracy bars, with 95% interval error bars;
-- success rates of targeted attacks, with 95% interval error bars (Wilson's over trials for a single seed).
+  for all panels, the range written in the title) so that cells a few points apart look different;
+- clean vs poisoned accuracy, on an axis that spans the values (a 2-point drop on a 0-100 axis is invisible), with
+  95% intervals over seeds where there are several seeds and none where there is one;
+- success rates of targeted attacks, with 95% intervals (over seeds; Wilson's over trials for a single seed).
 
 Legends sit above the panels, outside every axes, so that they never hide a bar.
 """
@@ -18,19 +20,31 @@ from typing import Any
 from benchmark.artifacts import pyplot
 from benchmark.report.aggregate import Aggregate, Group, Stat
 
+PANEL = (3.5, 2.6)  # inches: one panel fills a two-column paper's column
+PNG_DPI = 200  # 2x a 100-dpi screen: sharp on a slide and in a PDF viewer
+PAPER_STYLE = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    "legend.fontsize": 7, "figure.titlesize": 9, "svg.fonttype": "none",  # SVG text stays text (editable)
+}  # fmt: skip
+
 
 @dataclass
 class Figure:
-    name: str  # file name
+    name: str  # file name of the PNG; the SVG has the same stem
     title: str
     png: bytes
+    svg: bytes = b""
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+def _render(fig: Any) -> tuple[bytes, bytes]:
+    """(PNG at 2x, SVG) of the figure, which is closed."""
+    out = []
+    for fmt, dpi in (("png", PNG_DPI), ("svg", None)):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+        out.append(buf.getvalue())
     pyplot().close(fig)
-    return buf.getvalue()
+    return out[0], out[1]
 
 
 def _panels(agg: Aggregate, groups: list[Group]) -> list[tuple[str, str]]:
@@ -53,9 +67,10 @@ def arms_in_order(agg: Aggregate, groups: list[Group]) -> list[str]:
     return sorted(rank, key=lambda arm: (rank[arm], arm))
 
 
-def _axes(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
+def _axes(n: int, width: float = PANEL[0], height: float = PANEL[1]) -> tuple[Any, list[Any]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
+    pyplot().rcParams.update(PAPER_STYLE)
     fig, axes = pyplot().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
@@ -64,9 +79,14 @@ def _axes(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
 
 
 def _err(stats: list[Stat | None], scale: float = 100.0) -> tuple[list[float], list[list[float]]]:
+    """Means and error-bar lengths; no bar for a statistic over a single seed (it has no interval over seeds)."""
     means, lo, hi = [], [], []
     for s in stats:
-        if s is None:
+        if s is not None and not has_interval(s):
+            means.append(s.mean * scale)
+            lo.append(0.0)
+            hi.append(0.0)
+        elif s is None:
             means.append(math.nan)
             lo.append(0.0)
             hi.append(0.0)
@@ -75,6 +95,30 @@ def _err(stats: list[Stat | None], scale: float = 100.0) -> tuple[list[float], l
             lo.append(max(0.0, (s.mean - s.low) * scale))
             hi.append(max(0.0, (s.high - s.mean) * scale))
     return means, [lo, hi]
+
+
+def has_interval(s: Stat) -> bool:
+    """Whether the statistic has an interval to draw: over two or more seeds, or Wilson's over trials."""
+    return s.interval == "wilson" or s.n >= 2
+
+
+def interval_words(stats: list[Stat]) -> str:
+    """What the error bars of a figure are, for its title."""
+    kinds = {("wilson" if s.interval == "wilson" else "seeds" if s.n >= 2 else "none") for s in stats}
+    if kinds == {"none"}:
+        return "one seed: no interval"
+    words = {"wilson": "Wilson over trials", "seeds": "over seeds", "none": "none for one seed"}
+    return "95% interval: " + ", ".join(words[k] for k in sorted(kinds))
+
+
+def value_range(values: list[float], pad_share: float = 0.15, min_pad: float = 1.0) -> tuple[float, float]:
+    """Axis limits around the values (in %), padded, kept inside 0-100: the scale of the effect, not 0-100."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return 0.0, 100.0
+    lo, hi = min(finite), max(finite)
+    pad = max(min_pad, pad_share * (hi - lo))
+    return max(0.0, lo - pad), min(100.0, hi + pad)
 
 
 MIN_COLOUR_SPAN = 1.0  # percentage points: values closer than this are not stretched over the whole colour map
@@ -108,7 +152,7 @@ def heatmap(agg: Aggregate) -> Figure | None:
     if not groups:
         return None
     panels = _panels(agg, groups)
-    fig, axes = _axes(len(panels), 4.8, 3.6)
+    fig, axes = _axes(len(panels))
     tables = []
     for ds, bb in panels:
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
@@ -128,37 +172,53 @@ def heatmap(agg: Aggregate) -> Figure | None:
             for j, v in enumerate(row):
                 if not math.isnan(v):
                     dark = (v - vmin) / (vmax - vmin) < 0.6  # viridis is dark at its low end
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if dark else "black")
+                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if dark else "black", fontsize=7)
         ax.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right")
         ax.set_yticks(range(len(defenses)), defenses)
         ax.set_title(f"{ds} / {bb}")
     if image is not None:
         fig.colorbar(image, ax=axes, label=f"poisoned accuracy (%), {vmin:.1f} to {vmax:.1f}", shrink=0.8)
-    fig.suptitle("Poisoned accuracy (%), mean over seeds", y=1.03)
-    return Figure("heatmap_poisoned_accuracy.png", "Poisoned accuracy: defense x attack", _png(fig))
+    fig.suptitle(
+        f"Poisoned accuracy (%), mean over seeds\ncolours span {vmin:.1f}-{vmax:.1f}% "
+        f"({vmax - vmin:.1f} pts), not 0-100", y=1.08,
+    )  # fmt: skip
+    return Figure("heatmap_poisoned_accuracy.png", "Poisoned accuracy: defense x attack", *_render(fig))
 
 
 def accuracy_bars(agg: Aggregate) -> Figure | None:
+    """Clean and poisoned accuracy of each group as two points joined by a line, on an axis that spans them."""
     groups = [g for g in agg.groups.values() if "clean_accuracy" in g.stats]
     if not groups:
         return None
     panels = _panels(agg, groups)
     per_panel = max(sum(1 for g in groups if (g.label("dataset"), g.label("backbone")) == p) for p in panels)
-    width = max(4.5, 0.55 * per_panel)
-    fig, axes = _axes(len(panels), width, 3.4)
+    fig, axes = _axes(len(panels), max(PANEL[0], 0.4 * per_panel))
+    stats: list[Stat] = []
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
         xs = list(range(len(mine)))
-        for offset, metric, name in ((-0.2, "clean_accuracy", "clean"), (0.2, "poisoned_accuracy", "poisoned")):
-            means, err = _err([g.stats.get(metric) for g in mine])
-            ax.bar([x + offset for x in xs], means, width=0.4, yerr=err, capsize=2, label=name)
-        ax.set_xticks(xs, [f"{g.arm}\n{g.label('attack')}" for g in mine], fontsize=7)
-        ax.set_ylim(0, 100)
+        shown: list[float] = []
+        for offset, metric, name, marker in ((-0.12, "clean_accuracy", "clean", "o"),
+                                             (0.12, "poisoned_accuracy", "poisoned", "s")):
+            present = [g.stats.get(metric) for g in mine]
+            stats += [s for s in present if s is not None]
+            means, err = _err(present)
+            ax.errorbar([x + offset for x in xs], means, yerr=err, fmt=marker, ms=4, capsize=2, lw=0, elinewidth=1,
+                        label=name)
+            shown += [m - e for m, e in zip(means, err[0], strict=True)] + [m + e for m, e in zip(means, err[1],
+                                                                                                strict=True)]
+        for x, g in zip(xs, mine, strict=True):  # the drop itself: a line from clean to poisoned
+            if "poisoned_accuracy" in g.stats:
+                ys = [100 * g.stats["clean_accuracy"].mean, 100 * g.stats["poisoned_accuracy"].mean]
+                ax.plot([x - 0.12, x + 0.12], ys, color="grey", lw=0.8, zorder=0)
+        ax.set_xticks(xs, [f"{g.arm}\n{g.label('attack')}" for g in mine], fontsize=6)
+        ax.set_ylim(*value_range(shown))
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{ds} / {bb}")
+        ax.grid(axis="y", lw=0.3, alpha=0.5)
     _legend_above(fig, axes)
-    fig.suptitle("Clean vs poisoned accuracy (95% interval over seeds)", y=1.12)
-    return Figure("accuracy_clean_vs_poisoned.png", "Clean vs poisoned accuracy", _png(fig))
+    fig.suptitle(f"Clean vs poisoned accuracy ({interval_words(stats)}); the axis spans the values", y=1.2)
+    return Figure("accuracy_clean_vs_poisoned.png", "Clean vs poisoned accuracy", *_render(fig))
 
 
 def success_rates(agg: Aggregate) -> Figure | None:
@@ -166,7 +226,8 @@ def success_rates(agg: Aggregate) -> Figure | None:
     if not groups:
         return None
     panels = _panels(agg, groups)
-    fig, axes = _axes(len(panels), 4.8, 3.4)
+    fig, axes = _axes(len(panels))
+    shown: list[Stat] = []
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
         defenses = arms_in_order(agg, mine)
@@ -175,6 +236,7 @@ def success_rates(agg: Aggregate) -> Figure | None:
         for i, attack in enumerate(attacks):
             by_def = {g.arm: g for g in mine if g.label("attack") == attack}
             stats = [by_def[d].stats["attack_success_rate"] if d in by_def else None for d in defenses]
+            shown += [s for s in stats if s is not None]
             means, err = _err(stats)
             xs = [x - 0.4 + width * (i + 0.5) for x in range(len(defenses))]
             ax.bar(xs, means, width=width, yerr=err, capsize=3, label=attack)
@@ -184,8 +246,8 @@ def success_rates(agg: Aggregate) -> Figure | None:
         ax.set_ylabel("success rate (%)")
         ax.set_title(f"{ds} / {bb}")
     _legend_above(fig, axes)
-    fig.suptitle("Targeted attacks and backdoors: success rate (95% interval)", y=1.12)
-    return Figure("success_rates.png", "Targeted attacks and backdoors: success rates", _png(fig))
+    fig.suptitle(f"Targeted attacks and backdoors: success rate ({interval_words(shown)})", y=1.2)
+    return Figure("success_rates.png", "Targeted attacks and backdoors: success rates", *_render(fig))
 
 
 def figures(agg: Aggregate) -> list[Figure]:

@@ -130,5 +130,5 @@ def test_an_exiting_attack_fails_its_cell_and_the_grid_goes_on(tmp_path, smoke_d
     assert main(["run", str(write_suite(tmp_path, d)), "--quiet", "--device", "cpu"]) == 1
     out = capsys.readouterr().out
     assert "exits" in out and "AttackError: attack 'exits' raised SystemExit" in out
-    assert "· none · s0 · synthetic/small_cnn: ok" in out
+    assert "naive · none: ok" in out
     assert sys.exc_info() == (None, None, None)

@@ -109,6 +109,20 @@ def test_claims_verdicts(fab):
     assert len(table.rows) == len(checks) and table.header[8] == "verdict"
 
 
+def test_claims_are_checked_only_on_real_data(fab):
+    from benchmark.report.answer import claims_blocks, generated_datasets
+    from benchmark.report.document import Text
+    from benchmark.report.tables import Table
+
+    agg, outcomes = fab
+    checks = check_claims(agg, outcomes)
+    assert generated_datasets(RAW) == {"d"}  # RAW's data is the synthetic dataset
+    (heading, why) = claims_blocks(checks, generated_datasets(RAW))
+    assert heading.text == "Claims" and isinstance(why, Text) and "generated" in why.text
+    real = claims_blocks(checks, set())  # the same cells, said to be real images
+    assert isinstance(real[1], Table) and len(real[1].rows) == len(checks)
+
+
 def test_a_reversed_order_is_contradicted():
     reversed_pf = {"naive": PF["pgd"], "fgsm": PF["fgsm"], "pgd": PF["naive"]}
     runs, outcomes = _cells(reversed_pf)

@@ -1,4 +1,6 @@
-"""Report figures: the heat map's colours follow the data's range; legends never cover a panel."""
+"""Report figures: the heat map's colours follow the data's range and say so; accuracies are drawn on the scale
+of the effect, with intervals only where there are several seeds; legends never cover a panel; every figure is a 2x
+PNG and an SVG."""
 
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ from benchmark.report.aggregate import aggregate
 from benchmark.report.source import CellRun
 
 
-def _runs(values: dict[tuple[str, str], float]) -> list[CellRun]:
+def _runs(values: dict[tuple[str, str], float], seeds: tuple[str, ...] = ("0",)) -> list[CellRun]:
     out = []
-    for i, ((defense, attack), acc) in enumerate(values.items()):
-        metrics = {"poisoned_accuracy": acc, "clean_accuracy": 0.95}
-        if attack == "pf":
-            metrics.update(attack_success_rate=0.3, attack_success_ci_low=0.1, attack_success_ci_high=0.6,
-                           num_trials=20, attack_successes=6)
-        out.append(CellRun(f"r{i}", "d", "bb", defense, attack, "0", "FINISHED", i, metrics))
+    for s, seed in enumerate(seeds):
+        for i, ((defense, attack), acc) in enumerate(values.items()):
+            metrics = {"poisoned_accuracy": acc + 0.01 * s, "clean_accuracy": 0.95 - 0.01 * s}
+            if attack == "pf":
+                metrics.update(attack_success_rate=0.3, attack_success_ci_low=0.1, attack_success_ci_high=0.6,
+                               num_trials=20, attack_successes=6)
+            out.append(CellRun(f"r{i}s{seed}", "d", "bb", defense, attack, seed, "FINISHED", i, metrics))
     return out
 
 
@@ -24,7 +27,7 @@ def _runs(values: dict[tuple[str, str], float]) -> list[CellRun]:
 def captured(monkeypatch):
     """The matplotlib figures the plot functions draw, instead of their PNG bytes."""
     figs = []
-    monkeypatch.setattr(plots, "_png", lambda fig: figs.append(fig) or b"png")
+    monkeypatch.setattr(plots, "_render", lambda fig: figs.append(fig) or (b"png", b"svg"))
     return figs
 
 
@@ -56,3 +59,38 @@ def test_legends_sit_outside_every_panel(captured):
         for ax in fig.axes:
             assert not box.overlaps(ax.get_tightbbox(renderer)), "a legend covers a panel"
         assert not box.overlaps(fig._suptitle.get_window_extent(renderer)), "the legend covers the title"
+
+
+def _error_bar_lengths(fig) -> list[float]:
+    return [abs(seg[1][1] - seg[0][1]) for coll in fig.axes[0].collections for seg in coll.get_segments()]
+
+
+@pytest.mark.parametrize("seeds", [("0",), ("0", "1")], ids=["one seed", "two seeds"])
+def test_accuracy_is_drawn_on_the_effects_scale_with_intervals_only_over_seeds(captured, seeds):
+    agg = aggregate(_runs({("naive", "none"): 0.95, ("naive", "lf"): 0.93, ("pgd", "lf"): 0.94}, seeds), None)
+    assert plots.accuracy_bars(agg) is not None
+    fig = captured[0]
+    low, high = fig.axes[0].get_ylim()
+    assert low < 93 and 95 < high <= 100
+    assert low > (85 if len(seeds) == 1 else 50), "a 2-point drop on a 0-100 axis is invisible"
+    title = fig._suptitle.get_text()
+    if len(seeds) == 1:
+        assert "one seed: no interval" in title and not any(_error_bar_lengths(fig)), "no interval over one seed"
+    else:
+        assert "over seeds" in title and any(length > 0 for length in _error_bar_lengths(fig))
+
+
+def test_heat_map_writes_its_colour_range_in_the_title(captured):
+    agg = aggregate(_runs({("naive", "none"): 0.900, ("pgd", "none"): 0.918}), None)
+    plots.heatmap(agg)
+    assert "colours span 90.0-91.8% (1.8 pts), not 0-100" in captured[0]._suptitle.get_text()
+
+
+def test_figures_are_a_2x_png_and_an_svg():
+    import struct
+
+    agg = aggregate(_runs({("naive", "none"): 0.9, ("pgd", "pf"): 0.8}), None)
+    for fig in plots.figures(agg):
+        assert fig.png[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in fig.svg[:1000]
+        width = struct.unpack(">I", fig.png[16:20])[0]
+        assert width >= 0.8 * plots.PANEL[0] * plots.PNG_DPI, "a PNG at 2x a screen's 100 dpi"

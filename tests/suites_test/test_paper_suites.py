@@ -128,25 +128,50 @@ def test_mnist_cpu_grid():
     assert suite.device == "cpu" and {c.backbone.name for c in cells} == {"small_cnn"}
 
 
+# the suites that need a download, and the shared file each one's torchvision layout is written from offline
+NEEDS = {"cifar-cpu": "cifar10", "toxic-cpu": "cifar10", "beyond-cpu": "mnist", "mnist-cpu": "mnist"}
+
+
+def _shared_layout(root, dataset: str):
+    """The torchvision layout of ``dataset`` written from ../shared/data (skips where that folder is absent)."""
+    from cifar_batches import CIFAR10_NPZ, write_cifar10_batches
+    from conftest import SHARED_MNIST
+    from mnist_idx import write_mnist_raw
+
+    npz = CIFAR10_NPZ if dataset == "cifar10" else SHARED_MNIST
+    if not npz.is_file():
+        pytest.skip(f"{npz} not found (../shared/data beside the repo)")
+    return write_cifar10_batches(root) if dataset == "cifar10" else write_mnist_raw(npz, root)
+
+
 @pytest.mark.parametrize(
     "name, count", [("paper", 144), ("paper-code", 24), ("toxic-transfer", 40), ("mnist-cpu", 30), ("cifar-cpu", 36),
-                    ("toxic-cpu", 60), ("beyond-cpu", 20)]
+                    ("toxic-cpu", 60), ("beyond-cpu", 20), ("digits-cpu", 8)]
 )
-def test_validate_and_dry_run_print_the_count(name, count, capsys):
+def test_validate_and_dry_run_check_the_same_data(name, count, capsys):
+    """With no data, `validate` and `run --dry-run` stop on the same one line (the dry run after its plan)."""
     suite, cells = _cells(name)
     assert len(cells) == count
     path = str(SUITES / f"{name}.yaml")
-    npz = {"cifar-cpu": "cifar10_dev.npz", "toxic-cpu": "cifar10_dev.npz", "beyond-cpu": "mnist_subset.npz"}
-    if name in npz:  # an npz beside the repo: valid where it is, one line naming it where it is not
-        present = (ROOT.parent / "shared" / "data" / npz[name]).exists()
-        assert cli_main(["validate", path]) == (0 if present else 2)
-        assert present or npz[name] in capsys.readouterr().err
-    else:  # torchvision data is not downloaded here: validate says how to get it
-        assert cli_main(["validate", path]) == 2
-        assert "data download" in capsys.readouterr().err
-    assert cli_main(["run", path, "--dry-run"]) == 0  # the plan needs no data
-    out = capsys.readouterr().out
-    assert f"\n{count} cells\n" in out and "estimated time:" in out
+    needs_data = name != "digits-cpu"  # digits ship inside scikit-learn
+    assert cli_main(["validate", path]) == (2 if needs_data else 0)
+    refused = capsys.readouterr().err
+    assert cli_main(["run", path, "--dry-run"]) == (2 if needs_data else 0)
+    out, err = capsys.readouterr()
+    assert f"\n{count} cells\n" in out and "estimated time:" in out  # the plan comes first
+    assert err == refused
+    if needs_data:
+        assert "data download" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
+def test_real_data_cpu_suites_validate_on_the_torchvision_layout(name, tmp_path, capsys):
+    """The suites read torchvision's files: written from ../shared/data, `validate` and `--dry-run` pass."""
+    root = str(_shared_layout(tmp_path, NEEDS[name]))
+    path = str(SUITES / f"{name}.yaml")
+    assert cli_main(["validate", path, "--data-root", root]) == 0
+    assert cli_main(["run", path, "--dry-run", "--data-root", root]) == 0
+    assert "error" not in capsys.readouterr().err
 
 
 def test_cifar_cpu_grid():
