@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=("dataset", "backbone", "defense", "attack", "head", "filter"),
                    help="only this kind of component (default: all)")
     p = sub.add_parser("report", help="tables and plots from the MLflow runs of a suite")
-    p.add_argument("--suite", help="suite name (its MLflow experiment); its latest parent run is reported")
+    p.add_argument("--suite", help="suite name (its MLflow experiment): one row per cell of the suite file "
+                   "last run, whichever run finished it")
     p.add_argument("--run-id", help="a parent run id (instead of --suite)")
     p.add_argument("--out", default="reports", help="output folder (default: reports/); the report is also logged "
                    "under report/ of the parent run")
