@@ -158,7 +158,8 @@ def test_validate_and_dry_run_check_the_same_data(name, count, capsys):
     refused = capsys.readouterr().err
     assert cli_main(["run", path, "--dry-run"]) == (2 if needs_data else 0)
     out, err = capsys.readouterr()
-    assert f"\n{count} cells\n" in out and "estimated time:" in out  # the plan comes first
+    # the plan comes first; a fresh store has nothing finished, so every cell is priced
+    assert f"\n{count} cells: 0 already finished or reusable, {count} to run\n" in out and "estimated time:" in out
     assert err == refused
     if needs_data:
         assert "data download" in err and err.count("\n") == 1
