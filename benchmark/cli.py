@@ -90,9 +90,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from benchmark.data.check import ensure_data
     from benchmark.suite import expand, load_suite
 
+    from benchmark.feasibility import check_feasible
+
     suite = load_suite(args.suite)
     ensure_data(suite, args.suite, args.data_root)
-    print(f"{args.suite}: valid suite '{suite.name}', {len(expand(suite))} cells")
+    cells = expand(suite)
+    check_feasible(suite, cells, args.suite)
+    print(f"{args.suite}: valid suite '{suite.name}', {len(cells)} cells")
     return 0
 
 
