@@ -122,9 +122,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     from benchmark.tracking import default_tracking_uri, redact
-    from benchmark.ui import serve
+    from benchmark.ui import check, serve
 
     uri = default_tracking_uri(args.tracking_uri)
+    check(uri, args.host, args.port)  # port, a program already on it, a store that does not answer: one line
     print(f"starting the MLflow UI on http://{args.host}:{args.port} over {redact(uri)} ...", flush=True)
     return serve(uri, args.host, args.port)
 

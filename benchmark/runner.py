@@ -69,6 +69,7 @@ def run_suite(
     cells = expand(suite, parse_only(only))
     preflight(suite, cells, str(suite_path), device, data_root, download=download, yes=yes)  # before any run exists
     dev = resolve_device(device or suite.device)
+    warn_unwritable_cache(cache_dir)
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name, suite.description)
     tracker.check_writable(exp)
@@ -222,6 +223,19 @@ class _Grid:
             f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; the parent run "
             f"was closed as FAILED"
         )
+
+
+def warn_unwritable_cache(cache_dir: str | None) -> None:
+    """Said once, before the grid: a cache that cannot be written costs time (models trained again next run),
+    never results (``benchmark/cache.py`` keeps them in memory for this run)."""
+    from benchmark import cache
+
+    store = cache.Cache(cache_dir)
+    problem = store.unwritable()
+    if problem:
+        cache._WARNED.add(str(store.root))  # the cells do not repeat it
+        log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until it ends, "
+                    "and trained again by the next run", store.root, problem)
 
 
 def suite_hash(suite: Suite) -> str:

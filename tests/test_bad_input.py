@@ -204,43 +204,6 @@ def test_corrupt_data_fails_its_cells_only(tmp_path, smoke_dict, capsys):
         assert (captured.out + captured.err).count(error.removeprefix("DataError: ")) == 1, error
 
 
-def test_full_disk_while_caching_fails_that_cell_only(tmp_path, smoke_dict, monkeypatch, capsys):
-    """ENOSPC from the cache's write: the cell fails naming the entry, no partial file is left, the grid goes on."""
-    d = tiny_suite(smoke_dict, "bad", attacks=("none",))
-    d["defenses"]["naive2"] = {"name": "naive", "params": {"max_epochs": 1, "lr": 0.001}}
-    suite = write_suite(tmp_path, d)
-    cache = Path(os.environ["BENCHMARK_CACHE"]).resolve()
-    real_fsync = os.fsync
-    failed: list[str] = []
-
-    def fsync(fd: int) -> None:
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        if path.startswith(str(cache / "backbone")) and not failed:  # the first backbone written: disk full
-            failed.append(path)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
-
-    if not Path("/proc/self/fd").exists():
-        pytest.skip("needs /proc to tell the cache's files apart")
-    monkeypatch.setattr(os, "fsync", fsync)
-    assert main(["run", str(suite), "--quiet"]) == 1
-    assert failed, "the simulated full disk was never hit"
-
-    cells = _cells("bad")
-    statuses = sorted(r.info.status for r in cells.values())
-    assert statuses == ["FAILED", "FINISHED"]
-    bad = next(r for r in cells.values() if r.info.status == "FAILED")
-    good = next(r for r in cells.values() if r.info.status == "FINISHED")
-    error = bad.data.tags["benchmark.error"]
-    assert "cannot write cache entry" in error and "No space left on device" in error, error
-    assert str(cache / "backbone") in error
-    assert all(m in good.data.metrics for m in METRICS)
-    # no temp file and no half entry: only the other cell's complete backbone (+ its sidecar)
-    left = sorted(p.name for p in (cache / "backbone").iterdir())
-    assert len(left) == 2 and {Path(n).suffix for n in left} == {".pt", ".json"}, left
-    assert "1 of 2 cells FAILED" in capsys.readouterr().err
-
-
 def test_nan_loss_fails_that_cell_with_the_reason(tmp_path, smoke_dict, capsys):
     d = tiny_suite(smoke_dict, "bad", attacks=("none",))
     d["defenses"]["blowup"] = {"name": "naive", "params": {"max_epochs": 1, "lr": 1e30}}
