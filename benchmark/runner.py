@@ -181,7 +181,8 @@ class _Grid:
         """Run what can be claimed; then wait for the cells another process holds, and take over any it drops."""
         ex.run(todo, opts, self.on_start, self.on_done)
         while self.busy:
-            self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them")
+            self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them (Ctrl-C stops "
+                      "waiting; a later run takes over any cell that process drops)")
             while True:
                 states = {k: leases.state(self.tracker, self.parent, self.exp, k) for k in self.busy}
                 if "busy" not in states.values():
