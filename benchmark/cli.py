@@ -241,6 +241,10 @@ def _configure_logging(quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray", "art"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # a failing store (disk full) is said once, in the run's own line with its cause: not also as MLflow's logged
+    # traceback per failed write, hundreds of lines before it
+    for store_logger in ("mlflow.store.db.utils", "sqlalchemy"):
+        logging.getLogger(store_logger).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

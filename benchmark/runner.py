@@ -210,20 +210,28 @@ class _Grid:
         try:
             with open(log_file, "a") as fh:
                 fh.write(json.dumps(entry, default=str) + "\n")
-            kept = f"the cell's results are kept in {log_file}"
+            kept = (f"the cell's results are kept in {log_file}" if err.record is not None else
+                    f"the failure is noted in {log_file}")
         except OSError as werr:
             kept = f"they could not be kept in {log_file} either ({werr.strerror})"
-        for rid in [*self.started.values(), self.parent]:
-            try:
-                self.tracker.set_status(rid, "FAILED")
-            except Exception:  # the store is failing: what cannot be closed is marked KILLED by the next run
-                pass
-        text = redact(str(err.cause).strip())
-        first = text.splitlines()[0][:300] if text else type(err.cause).__name__
-        return StoreError(
-            f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; the parent run "
-            f"was closed as FAILED"
-        )
+        for rid in self.started.values():
+            self._close(rid)  # the store is failing: a cell left RUNNING is marked KILLED by the next run
+        parent = ("the parent run was closed as FAILED" if self._close(self.parent) else
+                  "the parent run could not be closed either (it shows RUNNING until the next run of this suite "
+                  "resumes it)")
+        # SQLAlchemy may put its own note first ("(raised as a result of Query-invoked autoflush ...)"): the cause is
+        # the database's line
+        lines = [ln for ln in redact(str(err.cause)).splitlines() if ln.strip() and "raised as a result of" not in ln]
+        first = lines[0].strip()[:300] if lines else type(err.cause).__name__
+        return StoreError(f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; {parent}")
+
+    def _close(self, run_id: str) -> bool:
+        """Mark a run FAILED; False when the store refuses that too (the message must not say it was closed)."""
+        try:
+            self.tracker.set_status(run_id, "FAILED")
+        except Exception:
+            return False
+        return True
 
 
 def warn_unwritable_cache(cache_dir: str | None) -> None:
