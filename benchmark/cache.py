@@ -72,7 +72,8 @@ class Cache:
         _IN_MEMORY[(str(self.root), kind, key)] = data
         if str(self.root) not in _WARNED:
             _WARNED.add(str(self.root))
-            log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until it ends",
+            log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until "
+                        "it ends",
                         self.root, err.strerror or err)
 
     def _path(self, kind: str, key: str) -> Path:

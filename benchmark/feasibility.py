@@ -132,7 +132,9 @@ def _check_classes(spec: Any, present: list[int] | None, where: str) -> None:
         raise DataError(f"{where}.classes: {short(missing)} not in the data (its classes: {short(present)})")
 
 
-def _limited(y: np.ndarray, classes: list[int] | None, limit: int | None, part: str, where: str, seed: int) -> np.ndarray:
+def _limited(
+    y: np.ndarray, classes: list[int] | None, limit: int | None, part: str, where: str, seed: int
+) -> np.ndarray:
     """The labels a cell gets: the class subset in source order, then the first ``limit`` (as ``load_data``)."""
     if classes is not None:
         y = y[np.isin(y, classes)]

@@ -586,7 +586,8 @@ def _check_references(suite: Suite) -> None:
     labels = {axis: list(dict.fromkeys([*written[axis], *expanded[axis]])) for axis in expanded}
     for i, ref in enumerate(suite.references):
         if ref.metric not in REFERENCE_METRICS:
-            raise ParamError(f"references.{i}.metric: unknown metric '{short(ref.metric)}'; known: {', '.join(REFERENCE_METRICS)}")
+            raise ParamError(f"references.{i}.metric: unknown metric '{short(ref.metric)}'; known: "
+                             f"{', '.join(REFERENCE_METRICS)}")
         for axis, value in ref.match.items():
             if axis not in REFERENCE_AXES:
                 raise ParamError(f"references.{i}.match.{axis}: unknown axis; references match {', '.join(REFERENCE_AXES)}")
@@ -611,11 +612,10 @@ def _check_not_all_excluded(suite: Suite) -> None:
     for combo in itertools.product(*(labels[a] for a in AXES)):
         n += 1
         chosen = dict(zip(AXES, combo, strict=True))
-
-        def base(axis: str, chosen: dict[str, Any] = chosen) -> str:
-            return variants[axis][chosen[axis]].base if axis in variants else ""
-
-        if not any(_rule_matches(rule, lambda a, c=chosen: str(c[a]), base) for rule in suite.grid.exclude):
+        label_of = {axis: str(value) for axis, value in chosen.items()}
+        base_of = {axis: variants[axis][chosen[axis]].base for axis in SWEPT_AXES}
+        rules = suite.grid.exclude
+        if not any(_rule_matches(rule, label_of.__getitem__, lambda a: base_of.get(a, "")) for rule in rules):
             return
     raise ParamError(f"grid.exclude: the rules exclude all {n} cells of the grid; nothing would run")
 
