@@ -491,11 +491,8 @@ REFERENCE_METRICS = (
 REFERENCE_AXES = ("dataset", "backbone", "defense", "attack", "filter")  # references aggregate over seeds
 
 
-class _SuiteYaml:
-    """What both suite loaders add to ``yaml.safe_load``: a mapping with a repeated key is refused (the last one would
-    silently win), and where each alias is used is recorded (``bounded_yaml`` names the one that multiplies most)."""
-
-    alias_uses: list[tuple[yaml.Mark, str, yaml.Node]]
+class _UniqueKeys:
+    """A mapping with a repeated key is refused: the last one would silently win."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -508,6 +505,15 @@ class _SuiteYaml:
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+
+class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    """The pure-Python loader: its errors point at the exact character, and it records where each alias is used
+    (``bounded_yaml`` names the one that multiplies most). Read only for a suite that fails."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.alias_uses: list[tuple[yaml.Mark, str, yaml.Node]] = []
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -517,31 +523,20 @@ class _SuiteYaml:
         return super().compose_node(parent, index)
 
 
-class UniqueKeyLoader(_SuiteYaml, yaml.SafeLoader):
-    """The pure-Python loader: its error messages point at the exact character."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self.alias_uses = []
-
-
 try:
     from yaml._yaml import CParser
 except ImportError:  # PyYAML built without libyaml
     FastLoader: type = UniqueKeyLoader
 else:
 
-    class FastLoader(_SuiteYaml, yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor,
-                     yaml.resolver.Resolver):
-        """libyaml's parser under the Python composer (so aliases are seen): 100,000 seeds load in about 3 s on
-        busy shared cores, where the pure-Python parser takes 15 s."""
+    class FastLoader(_UniqueKeys, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml parses and composes (aliases stay shared nodes): 100,000 seeds load in seconds, where the
+        pure-Python loader took 15 s on busy shared cores."""
 
         def __init__(self, stream: Any) -> None:
             CParser.__init__(self, stream)
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
-            yaml.composer.Composer.__init__(self)
-            self.alias_uses = []
 
 
 def check_loadable(suite: Suite) -> None:
@@ -668,16 +663,26 @@ def bounded_yaml(text: str, source: str) -> Any:
     """``yaml.safe_load`` with unique keys, refusing a document whose aliases expand past ``MAX_YAML_VALUES``.
 
     The document is composed first (aliases are shared nodes, so composing is linear in the text); its expanded
-    size is counted on that graph (each node once); only then is it built into Python objects."""
+    size is counted on that graph (each node once); only then is it built into Python objects. A document that
+    fails is read again by the pure-Python loader, whose message names the exact place."""
     try:
-        return _load_bounded(FastLoader, text, source)
-    except yaml.YAMLError:  # read again by the pure-Python parser, whose message points at the exact character
-        _load_bounded(UniqueKeyLoader, text, source)
-        raise
+        loader = FastLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _expanded_sizes(node)[id(node)] <= MAX_YAML_VALUES:
+                return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        pass
+    return _load_slowly(text, source)
 
 
-def _load_bounded(loader_class: type, text: str, source: str) -> Any:
-    loader = loader_class(text)
+def _load_slowly(text: str, source: str) -> Any:
+    """The pure-Python loader: raises its own error, or the alias limit's with the alias that multiplies most."""
+    loader = UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -709,11 +714,13 @@ def _expanded_sizes(root: yaml.Node) -> dict[int, int]:
         kids = _children(node)
         if children_done:
             open_nodes.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+            sizes[id(node)] = 1 + sum(1 if isinstance(k, yaml.ScalarNode) else sizes[id(k)] for k in kids)
             continue
         open_nodes.add(id(node))
         stack.append((node, True))
         for kid in kids:
+            if isinstance(kid, yaml.ScalarNode):  # size 1, counted above: most nodes, never pushed
+                continue
             if id(kid) in open_nodes:
                 raise yaml.constructor.ConstructorError(
                     None, None, "a YAML alias refers to a node that contains it (recursive alias)", kid.start_mark)
@@ -736,7 +743,9 @@ def _check_expansion(root: yaml.Node, source: str, uses: list[tuple[yaml.Mark, s
     if sizes[id(root)] <= MAX_YAML_VALUES:
         return
     # name the alias that multiplies most, where it is used: its line and the key it sits under
-    mark, anchor, node = max(uses, key=lambda u: sizes[id(u[2])])
+    if not uses:
+        raise SuiteError(f"{source}: the suite holds more than {MAX_YAML_VALUES:,} values; a suite needs far fewer")
+    mark, anchor, node = max(uses, key=lambda u: sizes.get(id(u[2]), 1))  # scalars are not in sizes: 1 each
     where = ".".join(short(str(k), 30) for k in _path_to(root, mark, node)) or "the document"
     raise SuiteError(
         f"{source}: {where} (line {mark.line + 1}, alias *{short(anchor, 30)}): the suite expands to more than "

@@ -1,6 +1,7 @@
 """Loading a suite stays linear in its size: 100,000 seeds are parsed, checked and refused (the grid limit) in
 seconds. Before: a quadratic duplicate-seed check took over 2 minutes, and the pure-Python YAML parser alone 15 s
-(2 busy shared CPU cores); now libyaml parses, and every check counts once."""
+(2 busy shared CPU cores); now libyaml parses and composes, and every check counts once. Measured here: 12.5-15.9 s
+per load with a load average of 9 on the 2 shared cores (7.9 s at load 7 after libyaml also composes)."""
 
 from __future__ import annotations
 
