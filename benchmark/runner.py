@@ -69,10 +69,10 @@ def run_suite(
     cells = expand(suite, parse_only(only))
     preflight(suite, cells, str(suite_path), device, data_root, download=download, yes=yes)  # before any run exists
     dev = resolve_device(device or suite.device)
-    warn_unwritable_cache(cache_dir)
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name, suite.description)
     tracker.check_writable(exp)
+    warn_unwritable_cache(cache_dir)  # after the store's checks: a run refused there creates no cache folder
     res = suite.resources
     ex = make_executor(executor or suite.executor, address=address, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
     with signals.handled():
