@@ -27,7 +27,7 @@ from pydantic import Field
 from torch import nn
 
 from adapters.base import Attack, AttackContext, AttackCost, PoisonResult, PoisonTrial, register
-from adapters.targeted import TargetedAttack, TargetedParams, feature_distance, nearest_rows
+from adapters.targeted import TargetedAttack, TargetedParams, feature_distance, nearest_rows, require_pool
 from benchmark.errors import ParamError
 from benchmark.progress import progress
 from benchmark.registry import Params
@@ -109,6 +109,7 @@ class _TargetedArtAttack(TargetedAttack):
             log.warning("%s: no usable target (%d) or base image (%d)", self.name, targets.numel(), pool.numel())
             return PoisonResult(trials=[], targeted=True, info={"num_targets": 0.0})
         target_feats = ctx.f_test[targets].float()
+        require_pool(self.name, pool, p.num_poisons, p.base_class)
         bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, "l2")
         with _cuda_device(ctx), _numpy_seed(ctx.seed):
             classifier = art_classifier(ctx)

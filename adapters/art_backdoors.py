@@ -60,6 +60,12 @@ class _ArtBackdoor(Attack):
     def task_classes(self) -> list[int] | None:
         return [self.params.target_class, self.params.base_class] if self.params.binary else None
 
+    def rows_needed(self) -> dict[int, tuple[str, int]]:
+        return {self.params.base_class: ("num_poisons", self.params.num_poisons)}
+
+    def min_image_side(self) -> tuple[str, int]:
+        return "patch_size", self.params.patch_size
+
     def trigger(self, image_shape: tuple[int, ...], g: torch.Generator) -> Trigger:
         """A patch of uniform random pixels at a random (or the bottom-right) position."""
         c, h, w = image_shape
@@ -163,6 +169,9 @@ class ArtHiddenTrigger(_ArtBackdoor):
         "features approach triggered victim-class images'; labels kept, the trigger appears only at test time."
     )
     Params = HiddenTriggerParams
+
+    def rows_needed(self) -> dict[int, tuple[str, int]]:
+        return {**super().rows_needed(), self.params.target_class: ("num_poisons", self.params.num_poisons)}
 
     def cost(self, n_train: int, n_per_class: int) -> AttackCost:
         p = self.params

@@ -173,6 +173,15 @@ class Attack(Configurable):
         """Labels the attack's task is restricted to (e.g. a binary task), or None for all classes."""
         return None
 
+    def rows_needed(self) -> dict[int, tuple[str, int]]:
+        """Training rows the attack needs per class, as {class: (the parameter that sets it, rows)}: checked against
+        the data before the grid runs (``benchmark/feasibility.py``), so a count is never silently lowered."""
+        return {}
+
+    def min_image_side(self) -> tuple[str, int]:
+        """(the parameter, the smallest image side it needs): a backdoor's trigger must fit in the image."""
+        return "", 1
+
     def cost(self, n_train: int, n_per_class: int) -> AttackCost:
         """Its cost on a training set of ``n_train`` images (``n_per_class`` per class); none by default."""
         return AttackCost()

@@ -22,6 +22,7 @@ from adapters.targeted import (
     distance_objective,
     feature_distance,
     nearest_rows,
+    require_pool,
 )
 from benchmark.linf import default_step_size, sign_pgd
 from benchmark.progress import progress
@@ -68,6 +69,9 @@ class PoisonFrog(TargetedAttack):
     def max_poisons(self, n_train: int) -> int:
         return self.params.num_poisons if self.params.variant == "paper" else self.params.chunk_size
 
+    def rows_needed(self) -> dict[int, tuple[str, int]]:
+        return super().rows_needed() if self.params.variant == "paper" else {}  # code: chunks of whatever is there
+
     def cost(self, n_train: int, n_per_class: int) -> AttackCost:
         p = self.params
         if p.variant == "paper":
@@ -90,6 +94,7 @@ class PoisonFrog(TargetedAttack):
         # units: (target position, base rows optimised together); one per target (paper) or per chunk (code)
         units: list[tuple[int, torch.Tensor]] = []
         if p.variant == "paper":
+            require_pool(self.name, pool, p.num_poisons, p.base_class)
             bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, dist)
             units = [(t, bases[t]) for t in range(len(targets))]
         else:

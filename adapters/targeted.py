@@ -49,6 +49,9 @@ class TargetedAttack(Attack):
     def task_classes(self) -> list[int] | None:
         return [self.params.target_class, self.params.base_class] if self.params.binary else None
 
+    def rows_needed(self) -> dict[int, tuple[str, int]]:
+        return {self.params.base_class: ("num_poisons", self.params.num_poisons)}  # each target's nearest bases
+
     def targets_and_pool(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor]:
         """The targets (test rows) and the pool of base-class training rows; empty when either is unusable."""
         targets = select_targets(ctx, self.params.target_class, self.params.num_targets)
@@ -73,6 +76,7 @@ class TargetedAttack(Attack):
         if not self.usable(targets, pool):
             return None
         target_feats = ctx.f_test[targets].float()
+        require_pool(self.name, pool, self.params.num_poisons, self.params.base_class)
         return targets, target_feats, nearest_rows(ctx, target_feats, pool, self.params.num_poisons, "l2")
 
     @staticmethod
@@ -90,6 +94,16 @@ class TargetedAttack(Attack):
             target_index=int(target_index),
             target_label=p.target_class,
             adversarial_label=p.base_class,
+        )
+
+
+def require_pool(attack: str, pool: torch.Tensor, num_poisons: int, base_class: int) -> None:
+    """Refuse (the cell FAILS) rather than make fewer poisons than ``num_poisons`` says: the run's parameter must be
+    the number used."""
+    if pool.numel() < num_poisons:
+        raise ParamError(
+            f"attack '{attack}': num_poisons {num_poisons} exceeds the {pool.numel()} training rows of base class "
+            f"{base_class}; lower num_poisons"
         )
 
 
@@ -125,7 +139,8 @@ def nearest_rows(
 ) -> torch.Tensor:
     """For each query feature (Q, D), the ``k`` rows of ``pool`` (training row indices) whose clean training
     features are closest; (Q, k) int64, ties broken by row order (stable sort)."""
-    k = min(k, int(pool.numel()))
+    if k > pool.numel():
+        raise ParamError(f"{k} nearest rows asked of a pool of {pool.numel()}")
     pool_f = ctx.f_train[pool].to(ctx.device, torch.float32)
     out = []
     for i in range(0, len(queries), 64):

@@ -1,5 +1,8 @@
 """Content-addressed store of trained backbones, extracted features and attack outputs (``attack_cache.py``).
 
+A cache that cannot be written (a read-only folder, a path that is a file, a disk that fills) never costs the
+work: the entry is kept in this process's memory for the rest of the run, with one warning per cache folder.
+
 Entries are keyed by a hash of everything that determines them (see ``cell.py``), written atomically (temp file
 then rename, so a crash never leaves a half-written entry under the final name), checksummed (sha256 in a sidecar
 file; a truncated or corrupt entry is reported, deleted and rebuilt, never loaded), and read back with
@@ -45,9 +48,33 @@ class CacheEntry:
     meta: dict[str, Any]
 
 
+# entries that could not be written, as their serialised bytes, by (cache root, kind, key): the rest of this run
+# reads them from here (a worker process of the Ray executor has its own)
+_IN_MEMORY: dict[tuple[str, str, str], bytes] = {}
+_WARNED: set[str] = set()
+
+
 class Cache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = cache_root(root)
+
+    def unwritable(self) -> str | None:
+        """Why an entry cannot be written under the root (a file in the way, no permission), or None."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check."):
+                pass
+        except OSError as err:
+            return err.strerror or str(err)
+        return None
+
+    def _keep_in_memory(self, kind: str, key: str, data: bytes, err: OSError) -> None:
+        _IN_MEMORY[(str(self.root), kind, key)] = data
+        if str(self.root) not in _WARNED:
+            _WARNED.add(str(self.root))
+            log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until "
+                        "it ends",
+                        self.root, err.strerror or err)
 
     def _path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
@@ -55,6 +82,9 @@ class Cache:
     def load(self, kind: str, key: str) -> dict[str, Any] | None:
         """The stored object, or None when absent or corrupt (a corrupt entry is logged and removed)."""
         path = self._path(kind, key)
+        held = _IN_MEMORY.get((str(self.root), kind, key))
+        if held is not None:
+            return torch.load(io.BytesIO(held), map_location="cpu", weights_only=True)
         if not path.exists():
             return None
         sidecar = path.with_suffix(".json")
@@ -71,10 +101,13 @@ class Cache:
             return None
 
     def has(self, kind: str, key: str) -> bool:
-        """Whether an entry is there (complete: its sidecar is written last); its checksum is checked on load."""
-        return self._path(kind, key).with_suffix(".json").exists()
+        """Whether an entry is there (complete: its sidecar is written last, or held in memory); its checksum is
+        checked on load."""
+        held = (str(self.root), kind, key) in _IN_MEMORY
+        return held or self._path(kind, key).with_suffix(".json").exists()
 
-    def save(self, kind: str, key: str, obj: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+    def save(self, kind: str, key: str, obj: dict[str, Any], meta: dict[str, Any] | None = None) -> Path | None:
+        """Write an entry; None when it could not be written and is kept in memory instead (see the module)."""
         path = self._path(kind, key)
         buf = io.BytesIO()
         torch.save(obj, buf)
@@ -85,14 +118,17 @@ class Cache:
             _atomic_write(path, data)
             # the sidecar is written last: an entry without it is incomplete and treated as corrupt
             _atomic_write(path.with_suffix(".json"), json.dumps(info, sort_keys=True, default=str).encode())
-        except OSError as err:
-            raise BenchmarkError(f"cannot write cache entry {path}: {err.strerror or err}") from None
+        except OSError as err:  # the work is kept: a trained model is never discarded for a cache write
+            self._keep_in_memory(kind, key, data, err)
+            return None
         return path
 
     def entries(self) -> list[CacheEntry]:
         out = []
         if not self.root.exists():
             return out
+        if not self.root.is_dir():
+            raise BenchmarkError(f"--cache-dir {self.root}: not a folder")
         for sidecar in sorted(self.root.glob("*/*.json")):
             try:
                 meta = json.loads(sidecar.read_text())

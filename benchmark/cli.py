@@ -112,9 +112,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from benchmark.data.check import ensure_data
     from benchmark.suite import expand, load_suite
 
+    from benchmark.feasibility import check_feasible
+
     suite = load_suite(args.suite)
     ensure_data(suite, args.suite, args.data_root)
-    print(f"{args.suite}: valid suite '{suite.name}', {len(expand(suite))} cells")
+    cells = expand(suite)
+    check_feasible(suite, cells, args.suite)
+    print(f"{args.suite}: valid suite '{suite.name}', {len(cells)} cells")
     return 0
 
 
@@ -148,9 +152,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     from benchmark.tracking import default_tracking_uri, redact
-    from benchmark.ui import serve
+    from benchmark.ui import check, serve
 
     uri = default_tracking_uri(args.tracking_uri)
+    check(uri, args.host, args.port)  # port, a program already on it, a store that does not answer: one line
     print(f"starting the MLflow UI on http://{args.host}:{args.port} over {redact(uri)} ...", flush=True)
     return serve(uri, args.host, args.port)
 
@@ -270,6 +275,10 @@ def _configure_logging(quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "ray", "art"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # a failing store (disk full) is said once, in the run's own line with its cause: not also as MLflow's logged
+    # traceback per failed write, hundreds of lines before it
+    for store_logger in ("mlflow.store.db.utils", "sqlalchemy"):
+        logging.getLogger(store_logger).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,20 @@ class AttackError(RuntimeError):
 
 class TrainingDiverged(RuntimeError):
     """A NaN or infinite loss during training; fails the cell with that reason."""
+
+
+SHOWN_CHARS = 60  # a value echoed in a message: enough to recognise it, never the megabytes an alias bomb expands to
+
+
+def short(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as a message shows it: its text (``repr`` for anything but a string), cut to ``limit`` characters.
+
+    Containers are cut while they are written (``reprlib``), so a huge nested value costs no more than its prefix."""
+    import reprlib
+
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+    shown.maxlist = shown.maxdict = shown.maxtuple = shown.maxset = 8
+    text = value if isinstance(value, str) else shown.repr(value)
+    text = " ".join(text.split())  # one line, whatever the value holds
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,9 +14,12 @@ is an orphan: it is marked KILLED and the cell may be claimed again.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +29,8 @@ from typing import Any
 
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import stable_hash
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT = "benchmark.heartbeat"
 HEARTBEAT_SECONDS = 30.0
@@ -48,11 +53,50 @@ def held(path: Path) -> Iterator[None]:
     except OSError as err:
         raise BenchmarkError(f"cannot create the claim lock {path}: {err.strerror or err}") from None
     with fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
+        _lock_saying_why(fh, path)
         try:
             yield
         finally:
             fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
+def _lock_saying_why(fh: Any, path: Path) -> None:
+    """Take the lock; when another process holds it, say so once (who, and how to stop waiting), then wait."""
+    try:
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+    log.warning("waiting for the claim lock %s, held by %s; Ctrl-C stops waiting", path, _holder(fh))
+    fcntl.lockf(fh, fcntl.LOCK_EX)
+
+
+def _holder(fh: Any) -> str:
+    """The process holding the lock on ``fh`` as words (its pid, and whether it is stopped), best effort."""
+    pid = _holder_pid(fh)
+    if pid is None:
+        return "another `benchmark run` on this store"
+    state = ""
+    try:  # the third field of /proc/<pid>/stat; the name before it may hold spaces, hence the last ')'
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        pass
+    if state in ("T", "t"):
+        return f"process {pid}, which is stopped (`kill -CONT {pid}` resumes it, `kill {pid}` ends it)"
+    return f"process {pid} (another `benchmark run` on this store)"
+
+
+def _holder_pid(fh: Any) -> int | None:
+    """F_GETLK for the whole file (Linux's struct flock: type, whence, start, len, pid)."""
+    layout = "hhqqi"
+    try:
+        query = struct.pack(layout, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0) + bytes(8)
+        answer = fcntl.fcntl(fh.fileno(), fcntl.F_GETLK, query)
+        kind, _, _, _, pid = struct.unpack(layout, answer[: struct.calcsize(layout)])
+    except (OSError, struct.error):
+        return None
+    return pid if kind != fcntl.F_UNLCK and pid > 0 else None
 
 
 def owner_tags() -> dict[str, str]:

@@ -7,6 +7,7 @@ from benchmark import COMMAND
 from benchmark.data.check import ensure_data
 from benchmark.errors import BenchmarkError
 from benchmark.estimate import estimate
+from benchmark.feasibility import check_feasible
 from benchmark.suite import Cell, Suite
 
 # A suite that would take longer than this on the CPU, where it asked for a GPU (device auto or cuda) and none is
@@ -24,6 +25,7 @@ def preflight(
     yes: bool = False,
 ) -> None:
     ensure_data(suite, source, data_root, download=download, labels={c.dataset for c in cells})
+    check_feasible(suite, cells, source)  # classes, limits, poison counts, filters and triggers against the data
     if not yes:
         check_cpu_fallback(suite, cells, source, device_flag)
 

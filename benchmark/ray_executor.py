@@ -274,9 +274,40 @@ def _probe(address: str) -> None:
     if not sep or not port.isdigit():
         raise BenchmarkError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT)
     except OSError as err:
         raise BenchmarkError(
             f"--executor ray: no Ray cluster answers at {address} ({err.strerror or err}); start one with "
             f"`ray start --head` or fix --address"
         ) from None
+    with conn:
+        speaks_grpc = _answers_http2(conn)
+    if not speaks_grpc:  # ray.init would wait for ever on, say, the dashboard's port
+        raise BenchmarkError(
+            f"--executor ray: {address} answers, but not as a Ray cluster (its GCS, or a ray:// client server, "
+            "speaks gRPC); the dashboard's port (8265) is not it: give the address `ray start --head` printed "
+            "(port 6379 unless set)"
+        )
+
+
+# An HTTP/2 client's first bytes (RFC 9113, 3.4): the preface, then an empty SETTINGS frame. A gRPC server (Ray's
+# GCS and its client server) answers with a frame of its own, SETTINGS first; an HTTP/1 server (the dashboard)
+# answers "HTTP/1.1 400" or closes; a silent one lets the timeout pass.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4  # frame type, the fourth byte of a frame header
+
+
+def _answers_http2(conn: socket.socket) -> bool:
+    """Whether the server at the other end of ``conn`` answers an HTTP/2 preface with a SETTINGS frame."""
+    answer = b""
+    try:
+        conn.settimeout(CONNECT_TIMEOUT)
+        conn.sendall(HTTP2_PREFACE)
+        while len(answer) < 9:
+            chunk = conn.recv(9 - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+    except OSError:
+        return False
+    return len(answer) == 9 and answer[3] == HTTP2_SETTINGS

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from benchmark.errors import ParamError
+from benchmark.errors import ParamError, short
 
 KINDS = ("dataset", "backbone", "defense", "attack", "head", "filter")
 # kinds whose components are classes (name, description, Params), open to plugins: kind -> entry-point group
@@ -99,7 +99,9 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     elif first["type"] == "missing":
         msg = "required key is missing"
     given = first.get("input")
-    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
+    # the value given, cut to a short prefix: an alias-built value may be megabytes
+    given_text = short(repr(given) if isinstance(given, str) else given)
+    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given_text})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{path}: {msg}{shown}{more}" if path else f"{msg}{more}"
 

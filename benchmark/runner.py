@@ -77,6 +77,7 @@ def run_suite(
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name, suite.description)
     tracker.check_writable(exp)
+    warn_unwritable_cache(cache_dir)  # after the store's checks: a run refused there creates no cache folder
     res = suite.resources
     ex = make_executor(executor or suite.executor, address=address, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
     with signals.handled():
@@ -222,7 +223,8 @@ class _Grid:
         """Run what can be claimed; then wait for the cells another process holds, and take over any it drops."""
         ex.run(todo, opts, self.on_start, self.on_done)
         while self.busy:
-            self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them")
+            self.echo(f"{len(self.busy)} cell(s) are being run by another process; waiting for them (Ctrl-C stops "
+                      "waiting; a later run takes over any cell that process drops)")
             while True:
                 states = {k: leases.state(self.tracker, self.parent, self.exp, k, k in self.rerun) for k in self.busy}
                 if "busy" not in states.values():
@@ -250,20 +252,41 @@ class _Grid:
         try:
             with open(log_file, "a") as fh:
                 fh.write(json.dumps(entry, default=str) + "\n")
-            kept = f"the cell's results are kept in {log_file}"
+            kept = (f"the cell's results are kept in {log_file}" if err.record is not None else
+                    f"the failure is noted in {log_file}")
         except OSError as werr:
             kept = f"they could not be kept in {log_file} either ({werr.strerror})"
-        for rid in [*self.started.values(), self.parent]:
-            try:
-                self.tracker.set_status(rid, "FAILED")
-            except Exception:  # the store is failing: what cannot be closed is marked KILLED by the next run
-                pass
-        text = redact(str(err.cause).strip())
-        first = text.splitlines()[0][:300] if text else type(err.cause).__name__
-        return StoreError(
-            f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; the parent run "
-            f"was closed as FAILED"
-        )
+        for rid in self.started.values():
+            self._close(rid)  # the store is failing: a cell left RUNNING is marked KILLED by the next run
+        parent = ("the parent run was closed as FAILED" if self._close(self.parent) else
+                  "the parent run could not be closed either (it shows RUNNING until the next run of this suite "
+                  "resumes it)")
+        # SQLAlchemy may put its own note first ("(raised as a result of Query-invoked autoflush ...)"): the cause is
+        # the database's line
+        lines = [ln for ln in redact(str(err.cause)).splitlines() if ln.strip() and "raised as a result of" not in ln]
+        first = lines[0].strip()[:300] if lines else type(err.cause).__name__
+        return StoreError(f"the tracking store failed while recording {err.cell.title()}: {first}; {kept}; {parent}")
+
+    def _close(self, run_id: str) -> bool:
+        """Mark a run FAILED; False when the store refuses that too (the message must not say it was closed)."""
+        try:
+            self.tracker.set_status(run_id, "FAILED")
+        except Exception:
+            return False
+        return True
+
+
+def warn_unwritable_cache(cache_dir: str | None) -> None:
+    """Said once, before the grid: a cache that cannot be written costs time (models trained again next run),
+    never results (``benchmark/cache.py`` keeps them in memory for this run)."""
+    from benchmark import cache
+
+    store = cache.Cache(cache_dir)
+    problem = store.unwritable()
+    if problem:
+        cache._WARNED.add(str(store.root))  # the cells do not repeat it
+        log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until it ends, "
+                    "and trained again by the next run", store.root, problem)
 
 
 def suite_hash(suite: Suite) -> str:

@@ -7,16 +7,19 @@ a typo in a parameter fails validation, not a cell an hour into the run.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import math
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from benchmark.data.base import DataSpec
-from benchmark.errors import ParamError, SuiteError
+from benchmark.errors import ParamError, SuiteError, short
 from benchmark.hashing import stable_hash
 from benchmark.registry import ENTRY_POINT_GROUPS, REGISTRY, format_validation_error
 from benchmark.versions import versions
@@ -77,14 +80,16 @@ class ReferenceSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
+    # per cell; above these no machine can host a cell, and Ray would wait for one for ever
+    num_cpus: float = Field(1, ge=0, le=1024)
+    num_gpus: float = Field(0, ge=0, le=64)
 
 
 class Suite(Strict):
     name: str
     description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # strict: YAML's ``true`` is not seed 1
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     datasets: dict[str, TaskSpec] = Field(min_length=1)
     backbones: dict[str, ComponentSpec] = Field(min_length=1)
@@ -106,8 +111,16 @@ class Suite(Strict):
             raise ValueError("use letters, digits, '-', '_' or '.' (it names the MLflow experiment)")
         return v
 
+    @field_validator("datasets", "backbones", "defenses", "attacks", "filters")
+    @classmethod
+    def _labels(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for label in v:
+            check_label(label)
+        return v
+
     @model_validator(mode="after")
     def _check_grid(self) -> Suite:
+        _check_grid_size(self)  # before any sweep is expanded: a 100 x 100 x 100 sweep is refused by arithmetic
         labels = self.axis_labels()
         bases = self.base_labels()
         for i, rule in enumerate(self.grid.exclude):
@@ -116,7 +129,7 @@ class Suite(Strict):
                     raise ValueError(f"grid.exclude.{i}: unknown axis '{key}'; axes are {', '.join(AXES)}")
                 for v in value if isinstance(value, list) else [value]:
                     if v not in labels[key] and v not in bases[key]:
-                        raise ValueError(f"grid.exclude.{i}.{key}: '{v}' is not one of {labels[key]}")
+                        raise ValueError(f"grid.exclude.{i}.{key}: '{short(v)}' is not one of {short(labels[key])}")
         return self
 
     def axis_labels(self) -> dict[str, list[Any]]:
@@ -305,7 +318,9 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = bounded_yaml(path.read_text(), str(path))
+    except RecursionError:
+        raise SuiteError(f"{path}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -342,14 +357,14 @@ def _resolve(kind: str, section: str, label: str, spec: ComponentSpec) -> Resolv
     except ValidationError as err:
         raise ParamError(f"{format_validation_error(err, prefix=f'{section}.{label}.params')}") from None
     except (Exception, SystemExit) as err:  # a plugin's own validator may raise anything
-        raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {err}") from None
+        raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {short(str(err), 200)}") from None
     if kind in ENTRY_POINT_GROUPS:  # classes: cross-parameter checks (_check_params) run when one is built
         try:
             comp.factory(**params.model_dump())
         except ParamError as err:
             raise ParamError(f"{section}.{label}.params: {err}") from None
         except (Exception, SystemExit) as err:  # a plugin's __init__ or _check_params may raise anything
-            raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {err}") from None
+            raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {short(str(err), 200)}") from None
     return Resolved(label=label, name=name, params=params.model_dump(mode="json"))
 
 
@@ -411,10 +426,13 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
 
 def _matches(cell: Cell, rule: dict[str, Any]) -> bool:
     """A rule naming a swept component's written label matches every variant of it."""
+    return _rule_matches(rule, lambda axis: str(cell.axis_value(axis)), lambda axis: cell.sweeps.get(axis, ("",))[0])
+
+
+def _rule_matches(rule: dict[str, Any], label_of: Callable[[str], str], base_of: Callable[[str], str]) -> bool:
     for axis, value in rule.items():
         values = {str(v) for v in (value if isinstance(value, list) else [value])}
-        base = cell.sweeps.get(axis, ("",))[0]
-        if str(cell.axis_value(axis)) not in values and base not in values:
+        if label_of(axis) not in values and base_of(axis) not in values:
             return False
     return True
 
@@ -458,6 +476,8 @@ def expand(suite: Suite, only: dict[str, list[str]] | None = None) -> list[Cell]
         if only and not _matches(cell, only):
             continue
         cells.append(cell)
+    if only and not cells:
+        raise SuiteError(f"--only: no cell of the grid matches {short(only, 200)} (after grid.exclude)")
     return cells
 
 
@@ -483,8 +503,8 @@ REFERENCE_METRICS = (
 REFERENCE_AXES = ("dataset", "backbone", "defense", "attack", "filter")  # references aggregate over seeds
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses a mapping with a repeated key (the last one would silently win)."""
+class _UniqueKeys:
+    """A mapping with a repeated key is refused: the last one would silently win."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -492,10 +512,43 @@ class UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                    None, None, f"duplicate key '{short(key)}'", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    """The pure-Python loader: its errors point at the exact character, and it records where each alias is used
+    (``bounded_yaml`` names the one that multiplies most). Read only for a suite that fails."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.alias_uses: list[tuple[yaml.Mark, str, yaml.Node]] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = super().compose_node(parent, index)
+            self.alias_uses.append((event.start_mark, event.anchor, node))
+            return node
+        return super().compose_node(parent, index)
+
+
+try:
+    from yaml._yaml import CParser
+except ImportError:  # PyYAML built without libyaml
+    FastLoader: type = UniqueKeyLoader
+else:
+
+    class FastLoader(_UniqueKeys, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml parses and composes (aliases stay shared nodes): 100,000 seeds load in seconds, where the
+        pure-Python loader took 15 s on busy shared cores."""
+
+        def __init__(self, stream: Any) -> None:
+            CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
 
 
 def check_loadable(suite: Suite) -> None:
@@ -504,15 +557,17 @@ def check_loadable(suite: Suite) -> None:
     _check_tasks(suite)
     _check_references(suite)
     _check_size(suite)
+    _check_not_all_excluded(suite)
 
 
 def _check_seeds(seeds: list[int]) -> None:
     for i, seed in enumerate(seeds):
         if not 0 <= seed <= MAX_SEED:
-            raise ParamError(f"seeds.{i}: {seed} is outside [0, {MAX_SEED}]")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ParamError(f"seeds.{i}: {short(seed)} is outside [0, {MAX_SEED}]")
+    # counted once (linear): ``seeds.count`` per seed made 100,000 seeds take minutes
+    repeated = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
     if repeated:
-        raise ParamError(f"seeds: {repeated} repeated (each seed is one cell per combination)")
+        raise ParamError(f"seeds: {short(repeated)} repeated (each seed is one cell per combination)")
 
 
 def _check_tasks(suite: Suite) -> None:
@@ -538,18 +593,201 @@ def _check_references(suite: Suite) -> None:
     labels = {axis: list(dict.fromkeys([*written[axis], *expanded[axis]])) for axis in expanded}
     for i, ref in enumerate(suite.references):
         if ref.metric not in REFERENCE_METRICS:
-            raise ParamError(f"references.{i}.metric: unknown metric '{ref.metric}'; known: {', '.join(REFERENCE_METRICS)}")
+            raise ParamError(f"references.{i}.metric: unknown metric '{short(ref.metric)}'; known: "
+                             f"{', '.join(REFERENCE_METRICS)}")
         for axis, value in ref.match.items():
             if axis not in REFERENCE_AXES:
                 raise ParamError(f"references.{i}.match.{axis}: unknown axis; references match {', '.join(REFERENCE_AXES)}")
             if str(value) not in {str(v) for v in labels[axis]}:
-                raise ParamError(f"references.{i}.match.{axis}: '{value}' is not one of {labels[axis]}")
+                raise ParamError(f"references.{i}.match.{axis}: '{short(value)}' is not one of {short(labels[axis])}")
 
 
 def _check_size(suite: Suite) -> None:
-    labels = suite.axis_labels()
-    n = 1
-    for axis in AXES:
-        n *= len(labels[axis])
+    n = grid_size(suite)
     if n > MAX_CELLS:
         raise ParamError(f"grid: {n} cells before exclusions, above the limit of {MAX_CELLS}; split the suite")
+
+
+def _check_not_all_excluded(suite: Suite) -> None:
+    """A grid that ``grid.exclude`` empties is a mistake, not a run of nothing: on labels alone, stopping at the first
+    cell that no rule excludes (cheap unless nearly everything is excluded)."""
+    if not suite.grid.exclude:
+        return
+    labels = suite.axis_labels()
+    variants = {axis: sweep_section(getattr(suite, f"{axis}s")) for axis in SWEPT_AXES}
+    n = 0
+    for combo in itertools.product(*(labels[a] for a in AXES)):
+        n += 1
+        chosen = dict(zip(AXES, combo, strict=True))
+        label_of = {axis: str(value) for axis, value in chosen.items()}
+        base_of = {axis: variants[axis][chosen[axis]].base for axis in SWEPT_AXES}
+        rules = suite.grid.exclude
+        if not any(_rule_matches(rule, label_of.__getitem__, lambda a: base_of.get(a, "")) for rule in rules):
+            return
+    raise ParamError(f"grid.exclude: the rules exclude all {n} cells of the grid; nothing would run")
+
+
+def _check_grid_size(suite: Suite) -> None:
+    """``_check_size`` as the schema's own check (a ValueError), run before any sweep is expanded."""
+    try:
+        _check_size(suite)
+    except ParamError as err:
+        raise ValueError(str(err)) from None
+
+
+def _variants(section: dict[str, ComponentSpec]) -> int:
+    """How many variants a section's sweeps expand into, by arithmetic: nothing is expanded."""
+    return sum(math.prod(len(values) for values in spec.sweep.values()) for spec in section.values())
+
+
+def grid_size(suite: Suite) -> int:
+    """Cells before exclusions, computed from the section sizes without expanding a sweep."""
+    return (len(suite.datasets) * len(suite.backbones) * len(suite.seeds) * _variants(suite.defenses)
+            * _variants(suite.attacks) * _variants(suite.filters))
+
+
+# --- labels: each one names a grid value, a run and a tag --------------------------------------------------------
+
+MAX_LABEL_CHARS = 100  # MLflow's run table cuts a run name long before this
+
+
+def check_label(label: Any) -> None:
+    """A label is one line of printable text: it becomes part of run names, tags and ``--only`` values."""
+    text = str(label)
+    if not text.strip():
+        raise ValueError(f"label '{short(text)}': a label must not be empty")
+    if not text.isprintable():
+        raise ValueError(f"label '{short(text)}': a label is one line of printable characters (no newline or tab)")
+    if text != text.strip():
+        raise ValueError(f"label '{short(text)}': a label must not start or end with a space")
+    if len(text) > MAX_LABEL_CHARS:
+        raise ValueError(f"label '{short(text)}': longer than {MAX_LABEL_CHARS} characters")
+
+
+# --- YAML: aliases are counted before anything is built ----------------------------------------------------------
+
+# Values a suite's YAML may hold once every alias is expanded: a suite has hundreds, a 10,000-seed list 10,000; an
+# alias bomb (nested ``*refs``) billions, which validation and error messages would otherwise walk one by one.
+MAX_YAML_VALUES = 200_000
+
+
+def bounded_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` with unique keys, refusing a document whose aliases expand past ``MAX_YAML_VALUES``.
+
+    The document is composed first (aliases are shared nodes, so composing is linear in the text); its expanded
+    size is counted on that graph (each node once); only then is it built into Python objects. A document that
+    fails is read again by the pure-Python loader, whose message names the exact place."""
+    try:
+        loader = FastLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _expanded_sizes(node)[id(node)] <= MAX_YAML_VALUES:
+                return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        pass
+    return _load_slowly(text, source)
+
+
+def _load_slowly(text: str, source: str) -> Any:
+    """The pure-Python loader: raises its own error, or the alias limit's with the alias that multiplies most."""
+    loader = UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source, loader.alias_uses)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_sizes(root: yaml.Node) -> dict[int, int]:
+    """Values under each node (itself included) with aliases expanded, by node id; iterative, each node once, so a
+    9^9 bomb costs its few dozen nodes (Python's integers hold any count)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(1 if isinstance(k, yaml.ScalarNode) else sizes[id(k)] for k in kids)
+            continue
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for kid in kids:
+            if isinstance(kid, yaml.ScalarNode):  # size 1, counted above: most nodes, never pushed
+                continue
+            if id(kid) in open_nodes:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a YAML alias refers to a node that contains it (recursive alias)", kid.start_mark)
+            if id(kid) not in sizes:
+                stack.append((kid, False))
+    return sizes
+
+
+def _keyed_children(node: yaml.Node) -> list[tuple[Any, yaml.Node]]:
+    """(key, value node) of a mapping, (index, item node) of a sequence, nothing for a scalar."""
+    if isinstance(node, yaml.MappingNode):
+        return list(node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    return []
+
+
+def _check_expansion(root: yaml.Node, source: str, uses: list[tuple[yaml.Mark, str, yaml.Node]]) -> None:
+    sizes = _expanded_sizes(root)
+    if sizes[id(root)] <= MAX_YAML_VALUES:
+        return
+    # name the alias that multiplies most, where it is used: its line and the key it sits under
+    if not uses:
+        raise SuiteError(f"{source}: the suite holds more than {MAX_YAML_VALUES:,} values; a suite needs far fewer")
+    mark, anchor, node = max(uses, key=lambda u: sizes.get(id(u[2]), 1))  # scalars are not in sizes: 1 each
+    where = ".".join(short(str(k), 30) for k in _path_to(root, mark, node)) or "the document"
+    raise SuiteError(
+        f"{source}: {where} (line {mark.line + 1}, alias *{short(anchor, 30)}): the suite expands to more than "
+        f"{MAX_YAML_VALUES:,} values once its YAML aliases are expanded; a suite needs far fewer (nested aliases "
+        "multiply)"
+    )
+
+
+def _position(mark: yaml.Mark) -> tuple[int, int]:
+    return mark.line, mark.column
+
+
+def _path_to(root: yaml.Node, use: yaml.Mark, target: yaml.Node) -> list[Any]:
+    """The key path (as written) of an alias used at ``use``: down through the nodes whose text spans the use."""
+    path: list[Any] = []
+    node, at = root, _position(use)
+    for _ in range(100):
+        step = None
+        for key, child in _keyed_children(node):
+            key_at = _position(key.start_mark) if isinstance(key, yaml.Node) else None
+            if child is target and (key_at is None or key_at <= at):
+                step = (key, None)  # the alias itself (the last such key written before the use)
+            elif child is not target and _position(child.start_mark) <= at <= _position(child.end_mark):
+                step = (key, child)
+                break
+        if step is None:
+            return path
+        key, child = step
+        path.append(key.value if isinstance(key, yaml.Node) else key)
+        if child is None:
+            return path
+        node = child
+    return path

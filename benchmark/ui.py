@@ -7,13 +7,20 @@ which a plain ``subprocess.call`` left serving. One worker, because each one imp
 huey consumer processes for its GenAI judges, which this benchmark does not use, that slowed the start). The
 server runs ``benchmark.ui_app`` (MLflow's app plus the route that opens runs in model-training mode) without
 uvicorn's access log, and the links are printed as soon as it answers, from its own REST API.
+
+Before the server starts (``check``): the port is a port, nothing else listens on it (else the links would open
+another program), and the store answers (else MLflow would start and print its traceback). The store's URI goes to
+the server in its environment (``MLFLOW_BACKEND_STORE_URI``, readable by this user only), never on its command
+line, where any local user could read a password in it with ``ps``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark import COMMAND
+from benchmark.errors import BenchmarkError
 from benchmark.tracking import redact
 from benchmark.ui_app import APP_NAME, ROUTE, entry_point_folder
 
@@ -34,11 +42,62 @@ class _Stop(BaseException):
     no ``except Exception`` on the way, such as the link listing's, can swallow it)."""
 
 
-def server_command(uri: str, host: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+STORE_ENV = "MLFLOW_BACKEND_STORE_URI"  # the server's --backend-store-uri, read from its environment
+
+
+def server_command(host: str, port: int) -> list[str]:
+    """The server's command line: no store URI in it (see ``server_env``)."""
+    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
+
+
+def server_env(uri: str) -> dict[str, str]:
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, STORE_ENV: uri}
+
+
+def launch(uri: str, host: str, port: int, folder: Path) -> subprocess.Popen:
+    """The MLflow server in a session of its own, serving ``benchmark.ui_app`` (``browser_mode``, its entry point
+    written under ``folder``), the store's URI in its environment."""
+    extra, env = browser_mode(server_env(uri), folder)
+    return subprocess.Popen(server_command(host, port) + extra, start_new_session=True, env=env)
+
+
+def check(uri: str, host: str, port: int) -> None:
+    """Everything that would make the UI fail or mislead, as one line (BenchmarkError) before the server starts."""
+    check_port(port)
+    check_port_free(host, port)
+    check_store(uri)
+
+
+def check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise BenchmarkError(f"--port {port}: a port is a number from 1 to 65535")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address as the server will (SO_REUSEADDR: a port left in TIME_WAIT by a previous UI is free)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise BenchmarkError(f"--host {host}: cannot be resolved ({err.strerror or err})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise BenchmarkError(
+                    f"--port {port}: {host}:{port} is already in use by another program (its links would open "
+                    "that program); stop it or choose another port with --port"
+                ) from None
+            raise BenchmarkError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+
+
+def check_store(uri: str) -> None:
+    """The store answers (``Tracker`` opens it, creating a new local sqlite store as the server would)."""
+    from benchmark.tracking import Tracker
+
+    Tracker(uri)  # an unreachable database: one BenchmarkError line, the password redacted
 
 
 def _say(line: str) -> None:
@@ -62,9 +121,7 @@ def browser_mode(env: dict[str, str], folder: Path) -> tuple[list[str], dict[str
 
 
 def _serve(uri: str, host: str, port: int, echo: Callable[[str], None], folder: Path) -> int:
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    extra, env = browser_mode(env, folder)
-    proc = subprocess.Popen(server_command(uri, host, port) + extra, start_new_session=True, env=env)
+    proc = launch(uri, host, port, folder)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     url = f"http://{host}:{port}"
     try:

@@ -30,6 +30,9 @@ def load_npz(params: NpzParams, *, seed: int = 0, data_root: Path | None = None)
         path = Path.cwd() / path
     if not path.is_file():
         raise DataError(f"npz dataset file {path} does not exist")
+    problem = not_an_archive(path)
+    if problem:
+        raise DataError(f"npz dataset file {path} {problem}")
     arrays = {}
     try:
         archive = np.load(path, allow_pickle=False)
@@ -65,6 +68,27 @@ def load_npz(params: NpzParams, *, seed: int = 0, data_root: Path | None = None)
         if not np.issubdtype(arrays[key].dtype, np.integer):
             raise DataError(f"npz dataset file {path}, key {key}: labels must be integers, got {arrays[key].dtype}")
     return RawData(**arrays)
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy members
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def not_an_archive(path: Path) -> str | None:
+    """Why ``path`` (followed through links) is not an .npz archive, from its first bytes; None when it may be.
+
+    Checked before numpy reads it: given any other file, ``np.load`` answers that it "contains pickled data"."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if head.startswith(ZIP_MAGIC):
+        return None
+    shown = f" (a link to {path.resolve()})" if path.is_symlink() else ""
+    if head.startswith(NPY_MAGIC):
+        return f"{shown} holds a single .npy array, not an .npz archive with {', '.join(NPZ_KEYS)}".lstrip()
+    return f"{shown} is not an .npz archive (a zip of {', '.join(NPZ_KEYS)}); it starts with {head!r}".lstrip()
 
 
 def _one_line(err: Exception) -> str:

@@ -189,14 +189,24 @@ def _samples(
     return img.clamp_(0.0, 1.0)
 
 
+def _labels(n: int, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """Balanced labels in a seeded order: the first draw of a split's generator, before any image."""
+    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=gen)]
+
+
+def labels_only(p: SyntheticParams, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train and test labels ``generate`` gives, without drawing a pixel (for checks before a grid runs)."""
+    return tuple(_labels(n, p.num_classes, _generator(seed, p.seed_offset, part))  # type: ignore[return-value]
+                 for part, n in (("train", p.n_train), ("test", p.n_test)))
+
+
 def generate(p: SyntheticParams, seed: int = 0) -> RawData:
     """Train and test splits; labels balanced and shuffled; deterministic for (seed, seed_offset)."""
     rec = _recipes(p.num_classes, _generator(seed, p.seed_offset, "recipes"))
     out = {}
     for part, n in (("train", p.n_train), ("test", p.n_test)):
         gen = _generator(seed, p.seed_offset, part)
-        labels = torch.arange(n) % p.num_classes
-        labels = labels[torch.randperm(n, generator=gen)]
+        labels = _labels(n, p.num_classes, gen)
         chunks = [_samples(labels[i : i + 1024], rec, p, gen) for i in range(0, n, 1024)]
         out[f"x_{part}"] = torch.cat(chunks)
         out[f"y_{part}"] = labels

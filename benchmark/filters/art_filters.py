@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from benchmark.errors import ParamError
 from benchmark.filters.base import PoisonFilter, register
 from benchmark.registry import Params
 
@@ -76,6 +77,15 @@ class SpectralSignature(PoisonFilter):
     name = "art_spectral_signature"
     description = "ART SpectralSignatureDefense: per class, removes the rows with the largest top-singular-vector score"
     Params = SpectralParams
+
+    def _check_params(self) -> None:
+        p = self.params
+        removed = p.eps_multiplier * p.expected_poison_fraction
+        if removed >= 1:
+            raise ParamError(
+                f"filter '{self.name}': eps_multiplier x expected_poison_fraction = {removed:g} removes every row of "
+                "every class (rows scoring below the 1 - that quantile are kept); keep the product below 1"
+            )
 
     def keep(self, features: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
         p = self.params

@@ -19,6 +19,11 @@ class PoisonFilter(Configurable):
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = NoParams
 
+    def rows_needed(self) -> tuple[str, int]:
+        """(the parameter that sets it, the training rows the filter needs): checked against the data before the
+        grid runs (``benchmark/feasibility.py``); ``keep`` refuses fewer rather than lower the parameter."""
+        return "", 0
+
     def keep(self, features: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
         """A boolean mask over the rows of ``features`` (N, D; the frozen features of the training set the head
         would be fitted on, poisons included) with original ``labels`` (N,): True for the rows to keep."""

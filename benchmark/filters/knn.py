@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from benchmark.errors import ParamError
 from benchmark.filters.base import PoisonFilter, register
 from benchmark.registry import Params
 
@@ -24,12 +25,16 @@ class KnnLabelFilter(PoisonFilter):
     description = "k-NN label consistency in feature space: drop rows whose label is not their neighbours' plurality"
     Params = KnnParams
 
+    def rows_needed(self) -> tuple[str, int]:
+        return "k", self.params.k + 1
+
     def keep(self, features: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
         f = features.float()
         classes, y = torch.unique(labels, return_inverse=True)
-        k = min(self.params.k, len(f) - 1)
-        if k < 1:
-            return torch.ones(len(f), dtype=torch.bool)
+        k = self.params.k
+        if k > len(f) - 1:  # refused, never lowered: the run's k must be the k used
+            raise ParamError(f"filter '{self.name}': k {k} needs {k + 1} training rows (each row and its k "
+                             f"neighbours); the training set has {len(f)}; lower k")
         keep = torch.empty(len(f), dtype=torch.bool)
         for start in range(0, len(f), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark import COMMAND
+from benchmark.errors import BenchmarkError
 from benchmark.report.aggregate import Aggregate, SuiteGrid, aggregate
 from benchmark.report.answer import answer_blocks
 from benchmark.report.document import Block, Bullets, Heading, Image, Text, to_markdown_document
@@ -40,12 +41,17 @@ class ReportResult:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = build_report(
-        suite=getattr(args, "suite", None),
-        run_id=getattr(args, "run_id", None),
-        out=getattr(args, "out", None) or "reports",
-        tracking_uri=getattr(args, "tracking_uri", None),
-    )
+    out = getattr(args, "out", None) or "reports"
+    check_out(out)  # before the runs are read: a report that cannot be written is one line, not a traceback
+    try:
+        result = build_report(
+            suite=getattr(args, "suite", None),
+            run_id=getattr(args, "run_id", None),
+            out=out,
+            tracking_uri=getattr(args, "tracking_uri", None),
+        )
+    except OSError as err:  # the folder changed under the report (disk full, removed): still one line
+        raise BenchmarkError(f"--out {out}: cannot write the report ({err.strerror or err}: {err.filename})") from None
     agg = result.aggregate
     print(
         f"report: {len(agg.groups)} groups, {len(agg.failed)} failed and {len(agg.missing)} missing cells; "
@@ -55,6 +61,19 @@ def main(args: argparse.Namespace) -> int:
     if result.logged:
         print(f"report: logged under '{ARTIFACT_DIR}/' of parent run {result.parent_id} (`{COMMAND} ui`)")
     return 0
+
+
+def check_out(out: str | Path) -> None:
+    """``--out`` is a folder this process can write in (created when missing), else one BenchmarkError line."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise BenchmarkError(f"--out {out}: a file, not a folder; name a folder for the report")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check."):
+            pass
+    except OSError as err:
+        raise BenchmarkError(f"--out {out}: the report cannot be written there ({err.strerror or err})") from None
 
 
 def build_report(

@@ -121,3 +121,43 @@ def test_report_on_a_read_only_store_writes_only_under_out(smoke_dict):
             if not p.is_symlink():
                 p.chmod(0o755 if p.is_dir() else 0o644)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_store_that_fills_mid_grid_says_it_once_and_never_claims_what_it_could_not_do(
+    tmp_path, smoke_dict, monkeypatch, capfd
+):
+    """Every write of MLflow's real SQL store fails from the first cell's end on (as on a full disk): MLflow logs
+    each failure with its traceback (hundreds of lines before); now the console has the one error line, and it says
+    the parent could not be closed, which it could not."""
+    import sqlite3
+
+    import sqlalchemy
+    from sqlalchemy import event
+
+    full = []
+
+    def disk_full(conn, cursor, statement, parameters, context, executemany):
+        if full and statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    real = Tracker.finish_child
+
+    def fill_then_finish(self, run_id, record, status=None):
+        full.append(run_id)
+        return real(self, run_id, record, status)
+
+    monkeypatch.setattr(Tracker, "finish_child", fill_then_finish)
+    event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", disk_full)
+    try:
+        suite = write_suite(tmp_path, tiny_suite(smoke_dict, "storefull", attacks=("none",)))
+        assert main(["run", str(suite), "--quiet", "--device", "cpu"]) == 3
+    finally:
+        event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", disk_full)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "SQLAlchemy" not in err, err[:3000]
+    (line,) = [ln for ln in err.splitlines() if ln.strip()]
+    assert line.startswith("error: the tracking store failed while recording") and "disk is full" in line
+    assert "the parent run could not be closed either (it shows RUNNING until the next run" in line, line
+    parents = [r for r in _runs(os.environ["MLFLOW_TRACKING_URI"], "storefull")
+               if r.data.tags["benchmark.role"] == "parent"]
+    assert [p.info.status for p in parents] == ["RUNNING"]  # as the line says
