@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def attack_key(cell: Any, features_key: str) -> str:
 
 def cached_attack(cache: Cache, key: str, make: Callable[[], tuple[PoisonResult, BudgetReport]]) -> tuple[Made, bool]:
     """The attack's output from the cache, else ``make()``d (under the key's lock) and stored; and whether cached."""
-    with leases.held(lock_file(cache, key)):
+    with _key_lock(cache, key):
         stored = cache.load(KIND, key)
         if stored is not None:
             return _unpack(stored), True
@@ -55,6 +56,12 @@ def cached_attack(cache: Cache, key: str, make: Callable[[], tuple[PoisonResult,
         seconds = time.perf_counter() - t0
         cache.save(KIND, key, _pack(result, report, seconds), meta={"verdict": "passed", "trials": len(result.trials)})
         return (result, report, seconds), False
+
+
+def _key_lock(cache: Cache, key: str) -> AbstractContextManager:
+    """The key's lock; none where the cache cannot be written: its entries then live in this process's memory, where
+    no other process could read them, so there is nothing to wait for."""
+    return nullcontext() if cache.unwritable() else leases.held(lock_file(cache, key))
 
 
 def lock_file(cache: Cache, key: str) -> Path:
