@@ -63,8 +63,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-# Test files that start Ray clusters share one xdist worker: two clusters at once on a 2-core machine starve both.
-RAY_FILES = {"test_ray_executor.py", "test_ray_cluster.py"}
 MAX_WORKERS = 4  # each worker imports torch and MLflow (about 1 GB); more than this buys little
 
 
@@ -85,17 +83,8 @@ def pytest_configure(config):  # noqa: ARG001
         torch.set_num_threads(share)
 
 
-def _xdist_group(item) -> str:
-    """One group per test file (its module fixtures, e.g. trained backbones, then run once), Ray files together."""
-    name = item.path.name
-    return "ray" if name in RAY_FILES else str(item.path)
-
-
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
-    """Each test joins its file's xdist group; tests marked ``cuda`` skip where no CUDA device is (CI), the
-    device check runs them on a card."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+    """Tests marked ``cuda`` skip where no CUDA device is (CI); the device check runs them on a card."""
     import torch
 
     if torch.cuda.is_available():
