@@ -1,6 +1,6 @@
-"""Attack adapters: every poisoning attack behind the interface of ``adapters.base``.
+"""The components a suite names, one sub-package per kind, each with its base class and its implementations:
+``attacks``, ``defenses``, ``filters``, ``backbones``, ``heads``, ``datasets``.
 
-Importing this package registers the built-in attacks.
+A component imports ``benchmark.core`` (registry, errors, optimisers) and the kinds it consumes (an attack sees a
+backbone's features and a head), never the engine (``benchmark.cell``, ``grid``, ``store``, ``report``, ``cli``).
 """
-
-from adapters import registered  # noqa: F401  (registers built-ins)

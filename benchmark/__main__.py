@@ -3,7 +3,7 @@ import sys
 
 def _run() -> int:
     try:
-        from benchmark.cli import main
+        from benchmark.cli.commands import main
 
         return main()
     except ModuleNotFoundError as err:

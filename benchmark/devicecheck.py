@@ -2,7 +2,7 @@
 
 ``python -m benchmark.devicecheck OUT_DIR [--device cuda|cpu] [--quick] [--skip SECTION ...]`` writes
 ``figures.json`` (every figure, with the card, versions and date), ``calibration.json`` (the throughputs
-``run --dry-run`` reads; copy it to ``benchmark/calibration/<card>.json``), ``store.tar.gz`` (the MLflow store of
+``run --dry-run`` reads; copy it to ``benchmark/grid/calibration/<card>.json``), ``store.tar.gz`` (the MLflow store of
 ``suites/gpu-check.yaml``, its report included), ``cuda-tests.xml`` and ``check.log``. Each measurement is a short
 timed window after a warm-up; sections run in order of importance and one that would pass the time budget is
 recorded as skipped, so the check ends in time on any card. ``--quick`` shrinks every size (the CPU rehearsal).
@@ -173,8 +173,8 @@ def make_trainer(
 ) -> Callable[[int], float]:
     """``run(n_batches) -> seconds``: ``train_backbone`` itself on ``n_batches`` batches of one model (kept across
     calls, so the first call is the warm-up: kernels chosen, compiled graphs built)."""
-    from benchmark.models import build_backbone
-    from benchmark.training import train_backbone
+    from adapters.backbones import build_backbone
+    from benchmark.cell.training import train_backbone
 
     torch.manual_seed(seed)
     model = build_backbone(backbone, BACKBONE_PARAMS.get(backbone, {}), num_classes=sizes.num_classes)
@@ -299,7 +299,7 @@ def flops_per_image(backbone: str, defense: str, sizes: Sizes, device: torch.dev
     step (forward, backward to the weights) plus the attack's steps (forward, backward to the input only)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmark.models import build_backbone
+    from adapters.backbones import build_backbone
 
     model = build_backbone(backbone, BACKBONE_PARAMS.get(backbone, {}), num_classes=sizes.num_classes).to(device)
     x, y = (t.to(device) for t in images(2, sizes.num_classes))
@@ -334,9 +334,9 @@ def section_flops(device: torch.device, sizes: Sizes, figures: dict[str, Any]) -
 
 
 def _attack_context(device: torch.device, sizes: Sizes, n_train: int):  # noqa: ANN202
-    from adapters.base import AttackContext
-    from benchmark.heads import fit_head
-    from benchmark.models import build_backbone, feature_extractor
+    from adapters.attacks.base import AttackContext
+    from adapters.backbones import build_backbone, feature_extractor
+    from adapters.heads.base import fit_head
 
     torch.manual_seed(0)
     name = sizes.backbones[0]
@@ -354,8 +354,8 @@ def _attack_context(device: torch.device, sizes: Sizes, n_train: int):  # noqa: 
 def section_attacks(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     """Batched Poison Frog and AdvPoison on VGG13 features: image-steps (one image, one optimisation step) per
     second. Random weights: the cost does not depend on them; success rates are the suite's business."""
-    from adapters.adv_poison import AdvPoison
-    from adapters.poison_frog import PoisonFrog
+    from adapters.attacks.adv_poison import AdvPoison
+    from adapters.attacks.poison_frog import PoisonFrog
 
     n_train = max(2 * sizes.attack_targets, 64)
     ctx = _attack_context(device, sizes, n_train)
@@ -377,8 +377,8 @@ def section_attacks(device: torch.device, sizes: Sizes) -> dict[str, Any]:
 
 def section_refits(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     """``refits`` Poison Frog refits: ``torch_svm`` on the device (shared base, warm start) vs sequential LinearSVC."""
-    from benchmark.heads import accuracy, fit_head, fit_heads
-    from benchmark.refit import RowEdit, refit_heads
+    from adapters.heads.base import accuracy, fit_head, fit_heads
+    from adapters.heads.refit import RowEdit, refit_heads
 
     g = torch.Generator().manual_seed(0)
     n, d = sizes.refit_rows, 512
@@ -406,7 +406,7 @@ def _cli(argv: list[str]) -> tuple[int, str]:
     import contextlib
     import io
 
-    from benchmark.cli import main as cli_main
+    from benchmark.cli.commands import main as cli_main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -419,7 +419,7 @@ def section_suite(out: Path, device: torch.device, sizes: Sizes, quick: bool) ->
     """``benchmark run suites/gpu-check.yaml`` end to end into a store under OUT, then ``report``; tarred."""
     import yaml
 
-    from benchmark.estimate import estimate_lines
+    from benchmark.grid.estimate import estimate_lines
     from benchmark.suite import expand, load_suite
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-suite-"))  # OUT keeps only the tarball (the device tool's limits)
@@ -509,8 +509,8 @@ def section_processes(device: torch.device, sizes: Sizes) -> dict[str, Any]:
 
 def section_grouped(device: torch.device, sizes: Sizes, figures: dict[str, Any]) -> dict[str, Any]:
     """``group`` VGG13 backbones (seeds 0..N-1, PGD) at batch 64 each in one vmapped step vs one after another."""
-    from benchmark.grouped import Member, train_group
-    from benchmark.models import build_backbone
+    from adapters.backbones import build_backbone
+    from benchmark.cell.grouped import Member, train_group
 
     name, precision = sizes.backbones[0], sizes.precisions[-1]
     params = defense_params("pgd", sizes, sizes.paper_batch, precision, False)
@@ -560,7 +560,7 @@ def calibration(figures: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
 
 def paper_estimate(cal: dict[str, Any], path: Path) -> list[str]:
     """``run suites/paper.yaml --dry-run``'s GPU estimate from the throughputs just measured."""
-    from benchmark.estimate import Calibration, estimate_lines
+    from benchmark.grid.estimate import Calibration, estimate_lines
     from benchmark.suite import expand, load_suite
 
     suite = load_suite(ROOT / "suites" / "paper.yaml")
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "check.log")])
-    for noisy in ("mlflow", "alembic", "matplotlib", "PIL", "benchmark.training"):
+    for noisy in ("mlflow", "alembic", "matplotlib", "PIL", "benchmark.cell.training"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     device = torch.device(args.device)
     sizes = QUICK if args.quick else Sizes()
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         figs["paper_estimate"] = paper_estimate(cal, out / "calibration.json")
     figs["total_seconds"] = round(time.perf_counter() - check.start, 1)
     check.save()
-    log.info("figures: %s; calibration: %s (copy it to benchmark/calibration/%s.json)", out / "figures.json",
+    log.info("figures: %s; calibration: %s (copy it to benchmark/grid/calibration/%s.json)", out / "figures.json",
              out / "calibration.json", card_slug(cal["card"]))
     failed = [k for k, v in figs["skipped"].items() if str(v).startswith("failed")]
     return 1 if failed else 0

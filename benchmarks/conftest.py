@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from adapters.base import AttackContext
-from benchmark.data import DataSpec, load_data
-from benchmark.heads import fit_head
-from benchmark.models import build_backbone, feature_extractor
+from adapters.attacks.base import AttackContext
+from adapters.backbones import build_backbone, feature_extractor
+from adapters.datasets import DataSpec, load_data
+from adapters.heads.base import fit_head
 
 
 def pytest_xdist_auto_num_workers(config):  # noqa: ARG001

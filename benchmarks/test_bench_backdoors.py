@@ -5,9 +5,9 @@ without ART's overhead."""
 from __future__ import annotations
 
 import torch
-
-from adapters.art_backdoors import ArtHiddenTrigger
 from conftest import report, timed
+
+from adapters.attacks.art_backdoors import ArtHiddenTrigger
 
 POISONS = 25
 STEPS = 100

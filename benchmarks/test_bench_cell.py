@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.cell import RunOptions, run_cell
-from benchmark.suite import expand, load_suite
 from conftest import peak_rss_mb, report, timed
+
+from benchmark.cell.pipeline import RunOptions, run_cell
+from benchmark.suite import expand, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,11 @@ one model already fills the cores, so the ratio printed here is not the GPU's (d
 from __future__ import annotations
 
 import torch
-
-from benchmark.grouped import Member, train_group
-from benchmark.models import build_backbone
-from benchmark.training import train_backbone
 from conftest import peak_rss_mb, report, timed
+
+from adapters.backbones import build_backbone
+from benchmark.cell.grouped import Member, train_group
+from benchmark.cell.training import train_backbone
 
 N, BATCH = 4, 64
 PARAMS = {"max_epochs": 1, "stop_at": 1.0, "batch_size": BATCH, "lr": 1e-3, "eps": 8 / 255, "steps": 3}

@@ -15,12 +15,12 @@ import copy
 from pathlib import Path
 
 import yaml
-
-from benchmark.cache import Cache
-from benchmark.cell import RunOptions, run_cell
-from benchmark.cli import main
-from benchmark.suite import expand, load_suite
 from conftest import report, timed
+
+from benchmark.cell.pipeline import RunOptions, run_cell
+from benchmark.cli.commands import main
+from benchmark.store.cache import Cache
+from benchmark.suite import expand, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"max_epochs": 2, "lr": 0.002, "stop_at": 0.99}

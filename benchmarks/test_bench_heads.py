@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-
-from benchmark.heads import accuracy, fit_head, fit_heads
-from benchmark.refit import RowEdit, refit_heads
 from conftest import peak_rss_mb, report, timed
+
+from adapters.heads.base import accuracy, fit_head, fit_heads
+from adapters.heads.refit import RowEdit, refit_heads
 
 REFITS = 100
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from adapters.art_adapter import ArtFeatureCollision
-from adapters.poison_frog import PoisonFrog
 from conftest import peak_rss_mb, report, timed
+
+from adapters.attacks.art_poisoning import ArtFeatureCollision
+from adapters.attacks.poison_frog import PoisonFrog
 
 TARGETS = 100
 STEPS = 40

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from benchmark.models import build_backbone
-from benchmark.training import train_backbone
 from conftest import peak_rss_mb, report, timed
+
+from adapters.backbones import build_backbone
+from benchmark.cell.training import train_backbone
 
 EPS, STEPS, BATCH = 8 / 255, 7, 64
 

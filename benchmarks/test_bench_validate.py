@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from benchmark.errors import SuiteError
+from benchmark.core.errors import SuiteError
 from benchmark.suite import load_suite
 
 

@@ -7,9 +7,9 @@ import io
 
 import torch
 
-from adapters.base import PoisonResult, PoisonTrial
-from benchmark.artifacts import label_flip_artifacts
-from benchmark.cell import _poison_artifacts
+from adapters.attacks.base import PoisonResult, PoisonTrial
+from benchmark.cell.artifacts import label_flip_artifacts
+from benchmark.cell.pipeline import _poison_artifacts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

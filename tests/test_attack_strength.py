@@ -16,12 +16,12 @@ import io
 from typing import Any
 
 import pytest
+from conftest import mnist_path
 
-from benchmark.cell import RunOptions, run_cell
-from benchmark.outcomes import PER_TARGET
+from benchmark.cell.per_example import PER_TARGET
+from benchmark.cell.pipeline import RunOptions, run_cell
 from benchmark.report.stats import mcnemar_exact
 from benchmark.suite import expand, parse_suite
-from conftest import mnist_path
 
 BUDGET = {"target_class": 9, "base_class": 4, "num_targets": 10, "num_poisons": 25, "eps": 0.1}
 

@@ -23,10 +23,10 @@ import copy
 from typing import Any
 
 import pytest
-
-from benchmark.cell import Record, RunOptions, run_cell
-from benchmark.suite import expand, parse_suite
 from conftest import mnist_path
+
+from benchmark.cell.pipeline import Record, RunOptions, run_cell
+from benchmark.suite import expand, parse_suite
 
 EXTERNAL = [0, 1, 2, 6, 8]
 # Thresholds, from measurements of this exact setting (seed 0, 2 CPU cores, torch CPU, small CNN models-v2, PGD-3

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from adapters.base import PoisonResult, PoisonTrial, Trigger
-from benchmark.backdoor import BACKDOOR_HITS, TRIGGERED_EXAMPLES, backdoor_stage
-from benchmark.linear import LinearHead
-from benchmark.metrics import wilson_interval
+from adapters.attacks.base import PoisonResult, PoisonTrial, Trigger
+from adapters.heads.linear import LinearHead
+from benchmark.cell.backdoor import BACKDOOR_HITS, TRIGGERED_EXAMPLES, backdoor_stage
+from benchmark.core.stats import wilson_interval
 
 CLASSES = torch.tensor([0, 1])
 # clean head: class 1 iff pixel 0 > 0.5; it ignores pixel 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
 
 SMALL = {"target_class": 0, "base_class": 1, "num_trials": 2, "num_poisons": 3, "patch_size": 4, "eps": 0.1}
 

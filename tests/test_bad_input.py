@@ -7,7 +7,6 @@ fail that cell with a clear reason in its MLflow run; the grid goes on and the o
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -17,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
 
 METRICS = ("clean_accuracy", "poisoned_accuracy", "robust_accuracy", "external_accuracy")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cell import backbone_key, feature_key
+from benchmark.cell.pipeline import backbone_key, feature_key
+from benchmark.core.versions import STAGE_VERSIONS
 from benchmark.suite import expand, parse_suite
-from benchmark.versions import STAGE_VERSIONS
 
 
 def _cells(smoke: dict) -> dict[tuple[str, str], object]:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from conftest import ROOT, write_suite
+from benchmark.cli.commands import main
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_report_command_answers(capsys, tmp_path):
 
 
 def test_every_argument_has_help_and_list_prints_short_floats(capsys):
-    from benchmark.cli import build_parser
+    from benchmark.cli.commands import build_parser
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapters.adv_poison import AdvPoison
-from adapters.base import AttackContext
-from adapters.poison_frog import PoisonFrog
-from benchmark.grouped import Member, train_group
-from benchmark.heads import accuracy, fit_head, fit_heads
-from benchmark.models import build_backbone, feature_extractor
-from benchmark.refit import RowEdit, refit_heads
-from benchmark.training import train_backbone
+from adapters.attacks.adv_poison import AdvPoison
+from adapters.attacks.base import AttackContext
+from adapters.attacks.poison_frog import PoisonFrog
+from adapters.backbones import build_backbone, feature_extractor
+from adapters.heads.base import accuracy, fit_head, fit_heads
+from adapters.heads.refit import RowEdit, refit_heads
+from benchmark.cell.grouped import Member, train_group
+from benchmark.cell.training import train_backbone
 
 pytestmark = [
     pytest.mark.cuda,
@@ -145,9 +145,10 @@ def test_torch_svm_and_refits_on_cuda_match_the_cpu_and_linearsvc():
 
 def test_cache_round_trip_of_a_cuda_trained_backbone(smoke_dict, tmp_path):
     """A cell trained on CUDA caches its backbone (on the CPU); the second run loads it and gives the same metrics."""
-    from benchmark.cell import RunOptions, run_cell
-    from benchmark.suite import expand, parse_suite
     from conftest import tiny_suite
+
+    from benchmark.cell.pipeline import RunOptions, run_cell
+    from benchmark.suite import expand, parse_suite
 
     cell = expand(parse_suite(tiny_suite(smoke_dict)))[0]
     opts = RunOptions(device="cuda", cache_dir=str(tmp_path / "cache"))
@@ -158,7 +159,7 @@ def test_cache_round_trip_of_a_cuda_trained_backbone(smoke_dict, tmp_path):
         assert second.metrics[key] == first.metrics[key]
     # recomputed on the card from the loaded weights; cuDNN's backward may round differently: one sample at most
     assert abs(second.metrics["robust_accuracy"] - first.metrics["robust_accuracy"]) <= 1 / cell.evaluation.robust_samples
-    from benchmark.cache import Cache
+    from benchmark.store.cache import Cache
 
     entry = Cache(str(tmp_path / "cache")).entries()
     assert any(e.kind == "backbone" for e in entry)

@@ -10,7 +10,6 @@ import sys
 import tarfile
 
 import pytest
-
 from conftest import ROOT, mnist_path
 
 

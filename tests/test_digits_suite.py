@@ -8,10 +8,10 @@ import socket
 
 import pytest
 import yaml
-
-from benchmark.cli import main
-from benchmark.report import build_report
 from conftest import ROOT, write_suite
+
+from benchmark.cli.commands import main
+from benchmark.report import build_report
 
 
 def _shrunk() -> dict:

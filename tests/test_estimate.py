@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
-
 import json
 
 import pytest
 
-import benchmark.estimate
-from benchmark.errors import BenchmarkError
-from benchmark.estimate import estimate, estimate_lines, load_calibration, read_calibration
+import benchmark.grid.estimate
+from benchmark.core.errors import BenchmarkError
+from benchmark.grid.estimate import (
+    estimate,
+    estimate_lines,
+    load_calibration,
+    read_calibration,
+)
 from benchmark.suite import expand, parse_suite
 
 
@@ -85,17 +89,17 @@ def test_measured_calibration_replaces_the_assumed_gpu_rates(smoke_dict, tmp_pat
     assert measured.seconds["training"] == pytest.approx(assumed.seconds["training"] / 2)
     line = estimate_lines(suite, cells, "cuda", calibration=cal)[0]
     assert "NVIDIA H100 80GB HBM3" in line and "2026-12-01" in line and "h100.json" in line and "assumed" not in line
-    # by default the lines read the calibration files: $BENCHMARK_CALIBRATION, else benchmark/calibration/
+    # by default the lines read the calibration files: $BENCHMARK_CALIBRATION, else benchmark/grid/calibration/
     monkeypatch.setenv("BENCHMARK_CALIBRATION", str(path))
     assert estimate_lines(suite, cells, "cuda")[0] == line
     monkeypatch.delenv("BENCHMARK_CALIBRATION")
-    monkeypatch.setattr(benchmark.estimate, "CALIBRATION_DIR", tmp_path / "none")
+    monkeypatch.setattr(benchmark.grid.estimate, "CALIBRATION_DIR", tmp_path / "none")
     assert load_calibration() is None and "assumed" in estimate_lines(suite, cells, "cuda")[0]
 
 
 def test_newest_calibration_wins_and_unmeasured_backbones_stay_assumed(smoke_dict, tmp_path, monkeypatch):
     monkeypatch.delenv("BENCHMARK_CALIBRATION", raising=False)
-    monkeypatch.setattr(benchmark.estimate, "CALIBRATION_DIR", tmp_path)
+    monkeypatch.setattr(benchmark.grid.estimate, "CALIBRATION_DIR", tmp_path)
     _write_calibration(tmp_path / "a.json", card="old card", date="2026-11-30 09:00 UTC")
     _write_calibration(tmp_path / "b.json", card="new card", date="2026-12-02 09:00 UTC", vgg13=30_000.0)
     cal = load_calibration()

@@ -10,16 +10,16 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark import cell as cell_module
-from benchmark import versions
-from benchmark.cli import main
+from benchmark.cell import pipeline as cell_module
+from benchmark.cli.commands import main
+from benchmark.core import versions
 from benchmark.report.source import load_runs
-from benchmark.reuse import CELLS_FILE
+from benchmark.store.reuse import CELLS_FILE
+from benchmark.store.tracking import CURRENT, VIEW_TAG
 from benchmark.suite import expand, load_suite
-from benchmark.tracking import CURRENT, VIEW_TAG
-from conftest import tiny_suite, write_suite
 
 
 @pytest.fixture
@@ -160,10 +160,10 @@ def test_rerun_a_slice_a_version_bump_and_a_corrupt_attack_entry(tmp_path, smoke
 
 
 def test_the_estimate_prices_an_attack_once_for_all_its_filters_and_nothing_the_cache_holds(smoke_dict, tmp_path):
-    from benchmark.attack_cache import attack_key
-    from benchmark.cache import Cache
-    from benchmark.cell import backbone_key, feature_key
-    from benchmark.estimate import estimate
+    from benchmark.cell.attack_cache import attack_key
+    from benchmark.cell.pipeline import backbone_key, feature_key
+    from benchmark.grid.estimate import estimate
+    from benchmark.store.cache import Cache
     from benchmark.suite import parse_suite
 
     pf = {"pf": {"name": "poison_frog", "params": {"target_class": 0, "base_class": 1, "num_targets": 10}}}

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from benchmark.headline import headline, rounded
+from benchmark.store.headline import headline, rounded
 
 
 def test_rounding_drops_float32_noise_only():

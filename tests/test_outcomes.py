@@ -7,11 +7,16 @@ import csv
 import io
 
 import pytest
-
-from benchmark.cell import RunOptions, run_cell
-from benchmark.outcomes import PER_TARGET, PER_TARGET_COLUMNS, TEST_CORRECT, load_test_correct
-from benchmark.suite import expand, parse_suite, sweep_metric
 from conftest import tiny_suite
+
+from benchmark.cell.per_example import (
+    PER_TARGET,
+    PER_TARGET_COLUMNS,
+    TEST_CORRECT,
+    load_test_correct,
+)
+from benchmark.cell.pipeline import RunOptions, run_cell
+from benchmark.suite import expand, parse_suite, sweep_metric
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ import re
 
 from tqdm.auto import tqdm
 
-from benchmark.progress import TqdmLogHandler
+from benchmark.core.progress import TqdmLogHandler
 
 
 def test_log_line_clears_the_bar_first():
@@ -30,7 +30,7 @@ def test_log_line_clears_the_bar_first():
 
 
 def test_echo_clears_a_bar_on_stderr(capsys):
-    from benchmark.progress import echo
+    from benchmark.core.progress import echo
 
     bar = tqdm(total=3, desc="train")  # on stderr, where tqdm draws by default
     bar.update(1)

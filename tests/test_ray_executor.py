@@ -9,12 +9,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from conftest import ROOT, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.errors import BenchmarkError
-from benchmark.ray_executor import RayExecutor
-from benchmark.runner import run_suite
-from conftest import ROOT, write_suite
+from benchmark.core.errors import BenchmarkError
+from benchmark.grid.ray_executor import RayExecutor
+from benchmark.grid.runner import run_suite
 
 ray = pytest.importorskip("ray")
 
@@ -50,7 +50,7 @@ def two_runs(tmp_path_factory):
     logged: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: logged.append(record.getMessage())
-    logger = logging.getLogger("benchmark.ray_executor")
+    logger = logging.getLogger("benchmark.grid.ray_executor")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "cpu_count", lambda: 2)  # the local instance takes os.cpu_count() CPUs: 2, as on a laptop
         mp.setattr(logger, "level", logging.INFO)
@@ -139,7 +139,7 @@ def test_cells_that_cannot_fit_are_refused(caplog):
         RayExecutor(num_cpus=4)._check_fits(fake)
     with pytest.raises(BenchmarkError, match=r"num_gpus=1 per cell, the largest Ray node has 0 GPUs"):
         RayExecutor(num_gpus=1)._check_fits(fake)
-    with caplog.at_level(logging.WARNING, logger="benchmark.ray_executor"):  # a cluster may scale up: only warn
+    with caplog.at_level(logging.WARNING, logger="benchmark.grid.ray_executor"):  # a cluster may scale up: only warn
         RayExecutor(address="ray://head:10001", num_cpus=4)._check_fits(fake)
     assert "the largest Ray node has 2 CPUs" in caplog.text
     RayExecutor(num_cpus=2)._check_fits(fake)  # fits: no error

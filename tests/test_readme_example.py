@@ -8,9 +8,8 @@ import re
 import subprocess
 import sys
 
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT, write_suite
+from mlflow.tracking import MlflowClient
 
 
 def readme_code(section: str) -> str:
@@ -138,7 +137,7 @@ def test_readme_walkthrough_runs_its_two_cell_suite_and_registers_the_plugin(tmp
 
     import yaml
 
-    from benchmark.cli import main
+    from benchmark.cli.commands import main
 
     text = _walkthrough()
     plugin_dir = tmp_path / "my-attacks"
@@ -159,8 +158,8 @@ def test_readme_walkthrough_runs_its_two_cell_suite_and_registers_the_plugin(tmp
     pyproject = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
     assert pyproject["tool"]["setuptools"]["py-modules"] == ["my_attacks"]
     monkeypatch.syspath_prepend(str(_dist_info(tmp_path / "site", pyproject)))  # as `uv pip install -e` would
-    from adapters.base import Attack
-    from benchmark.registry import Registry
+    from adapters.attacks.base import Attack
+    from benchmark.core.registry import Registry
 
     fresh = Registry()  # the process-wide one has read its entry points already
     fresh.declare_base("attack", Attack)

@@ -1,6 +1,6 @@
 """Interrupted and concurrent runs: SIGKILL mid-cell then resume, Ctrl-C, two processes on one store, --rerun.
 
-The contract (see ``benchmark.tracking``): a child run is RUNNING while its cell runs and gets every metric in one
+The contract (see ``benchmark.store.tracking``): a child run is RUNNING while its cell runs and gets every metric in one
 batch when the cell ends, so a killed run never leaves a FINISHED run with partial metrics; the next invocation
 marks the orphan KILLED and runs the cell again; each cell ends with exactly one FINISHED run per parent.
 """
@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
+from benchmark.cli.commands import main
 from benchmark.suite import expand, load_suite
-from conftest import ROOT, tiny_suite, write_suite
 
 FULL = ("clean_accuracy", "poisoned_accuracy", "accuracy_drop", "robust_accuracy", "external_accuracy", "cell_seconds")
 
@@ -193,7 +193,7 @@ def test_rerun_starts_a_new_parent(tmp_path, smoke_dict, capsys):
 
 def test_ctrl_c_during_a_store_call_is_raised_after_it():
     """A Ctrl-C inside an MLflow write waits for the write to end (no half-written run, no SQLAlchemy traceback)."""
-    from benchmark.tracking import _retry
+    from benchmark.store.tracking import _retry
 
     events = []
 

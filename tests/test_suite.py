@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
-
-from benchmark.errors import SuiteError
-from benchmark.suite import expand, load_suite, parse_only
 from conftest import ROOT, write_suite
+
+from benchmark.core.errors import SuiteError
+from benchmark.suite import expand, load_suite, parse_only
 
 
 def test_every_shipped_suite_validates():

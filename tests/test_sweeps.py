@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+from conftest import write_suite
 
-from benchmark.cli import main as cli_main
-from benchmark.errors import SuiteError
+from benchmark.cli.commands import main as cli_main
+from benchmark.core.errors import SuiteError
 from benchmark.report.aggregate import SuiteGrid
 from benchmark.suite import expand, load_suite, parse_only, sweep_metric
-from conftest import write_suite
 
 
 @pytest.fixture

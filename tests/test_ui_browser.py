@@ -18,9 +18,9 @@ import time
 import urllib.request
 
 import pytest
-
-from benchmark.cli import main
 from conftest import ROOT, tiny_suite, write_suite
+
+from benchmark.cli.commands import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")

@@ -16,15 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark import COMMAND
-from benchmark.errors import BenchmarkError
+from benchmark.core.errors import BenchmarkError
 from benchmark.report.aggregate import Aggregate, SuiteGrid, aggregate
 from benchmark.report.answer import answer_blocks
-from benchmark.report.document import Block, Bullets, Heading, Image, Text, to_markdown_document
+from benchmark.report.document import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Text,
+    to_markdown_document,
+)
 from benchmark.report.html import to_html
 from benchmark.report.plots import figures
 from benchmark.report.source import RunSet, download, load_runs
-from benchmark.report.tables import failed_table, full_table, missing_lines, reference_tables
-from benchmark.tracking import _retry, redact
+from benchmark.report.tables import (
+    failed_table,
+    full_table,
+    missing_lines,
+    reference_tables,
+)
+from benchmark.store.tracking import _retry, redact
 
 ARTIFACT_DIR = "report"
 FIGURES = "figures"

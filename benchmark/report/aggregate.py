@@ -4,7 +4,7 @@ A cell (dataset, backbone, defense, attack, filter, seed) may have several runs 
 resumed FINISHED one): its FINISHED run counts (the latest if several); a cell without one is *failed* (its latest
 run's status and error), and an expected cell without any run is *missing*. Finished cells are grouped by
 (dataset, backbone, defense, attack, filter) and every metric is summarised over seeds with
-``benchmark.metrics.mean_ci`` (mean, sample std, t-based 95% interval). With a single seed a targeted attack's success rate keeps the cell's own
+``benchmark.core.stats.mean_ci`` (mean, sample std, t-based 95% interval). With a single seed a targeted attack's success rate keeps the cell's own
 Wilson interval over its trials, which is the only spread one run can show.
 """
 
@@ -17,9 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from benchmark.metrics import mean_ci
+from benchmark.core.stats import mean_ci
 from benchmark.report.source import CellRun
-from benchmark.suite import AXES, NO_FILTER, SWEPT_AXES, ComponentSpec, ReferenceSpec, sweep_section
+from benchmark.suite import (
+    AXES,
+    NO_FILTER,
+    SWEPT_AXES,
+    ComponentSpec,
+    ReferenceSpec,
+    sweep_section,
+)
 
 GROUP_AXES = AXES[:-1]  # every axis but the seed, in the same order
 GroupKey = tuple[str, str, str, str, str]

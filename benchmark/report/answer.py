@@ -9,8 +9,8 @@ from benchmark.report.aggregate import Aggregate
 from benchmark.report.claims import ClaimCheck, check_claims, claims_table
 from benchmark.report.curves import break_table, curve_figure, families, robust_figure
 from benchmark.report.document import Block, Bullets, Heading, Image, Text
-from benchmark.report.outcomes import load_outcomes
 from benchmark.report.paired import fmt_effect, fmt_p, pairwise, pairwise_table
+from benchmark.report.per_example import load_outcomes
 from benchmark.report.source import RunSet
 
 FIGURES = "figures"

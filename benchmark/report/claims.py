@@ -18,11 +18,25 @@ import math
 from dataclasses import dataclass, field
 
 from benchmark.report.aggregate import Aggregate, Group
-from benchmark.suite import NO_FILTER
-from benchmark.report.outcomes import Outcome
-from benchmark.report.paired import UNIT_NAMES, Comparison, adjust, fmt_effect, fmt_p, per_unit, seed_pairs
-from benchmark.report.stats import ALPHA, bootstrap_mean, equivalence_p, mcnemar_exact, n_to_decide
+from benchmark.report.paired import (
+    UNIT_NAMES,
+    Comparison,
+    adjust,
+    fmt_effect,
+    fmt_p,
+    per_unit,
+    seed_pairs,
+)
+from benchmark.report.per_example import Outcome
+from benchmark.report.stats import (
+    ALPHA,
+    bootstrap_mean,
+    equivalence_p,
+    mcnemar_exact,
+    n_to_decide,
+)
 from benchmark.report.tables import Table
+from benchmark.suite import NO_FILTER
 
 EQUIVALENCE_MARGIN = 0.03  # "about as much": accuracy drops within 3 percentage points of each other
 ORDER = ("naive", "fgsm", "pgd")

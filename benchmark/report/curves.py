@@ -12,10 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from benchmark.metrics import wilson_interval
+from benchmark.core.stats import wilson_interval
 from benchmark.report.aggregate import Aggregate, Group, Stat, base_label
-from benchmark.report.outcomes import Outcome
-from benchmark.report.plots import Figure, _axes, _in_order, _panels, _render, arms_in_order
+from benchmark.report.per_example import Outcome
+from benchmark.report.plots import (
+    Figure,
+    _axes,
+    _in_order,
+    _panels,
+    _render,
+    arms_in_order,
+)
 from benchmark.report.stats import crossing
 from benchmark.report.tables import Table
 from benchmark.suite import sweep_metric

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.report.aggregate import Aggregate, Group, GroupKey
-from benchmark.report.outcomes import Outcome
+from benchmark.report.per_example import Outcome
 from benchmark.report.stats import Estimate, bootstrap_mean, holm, mcnemar_exact
 from benchmark.report.tables import Table
 

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.artifacts import pyplot
+from benchmark.cell.artifacts import pyplot
 from benchmark.report.aggregate import Aggregate, Group, Stat
 
 PANEL = (3.5, 2.6)  # inches: one panel fills a two-column paper's column

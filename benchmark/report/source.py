@@ -1,6 +1,6 @@
 """Reading a suite's runs back from MLflow (never running anything): the parent, its cell runs, its suite file.
 
-The layout is the one ``benchmark.tracking`` writes: one experiment per suite, a parent run tagged
+The layout is the one ``benchmark.store.tracking`` writes: one experiment per suite, a parent run tagged
 ``benchmark.role=parent`` with the suite YAML at the root of its artifacts, child runs tagged with the parent id
 and the axis labels.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from benchmark.errors import BenchmarkError
+from benchmark.core.errors import BenchmarkError
+from benchmark.store.reuse import current_runs
+from benchmark.store.tracking import CELL_KEY, PARENT, ROLE, Tracker, _retry
 from benchmark.suite import NO_FILTER
-from benchmark.reuse import current_runs
-from benchmark.tracking import CELL_KEY, PARENT, ROLE, Tracker, _retry
 
 AXIS_TAGS = ("dataset", "backbone", "defense", "attack", "seed")  # a run without a filter tag had no filter
 
@@ -108,7 +108,7 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
 
 
 def _current_cells(tracker: Tracker, experiment_id: str, children: list[Any]) -> list[Any]:
-    """The runs marked current (``benchmark.reuse``), and the latest parent's cells that did not finish (to list
+    """The runs marked current (``benchmark.store.reuse``), and the latest parent's cells that did not finish (to list
     them as failed); the parent's children alone in a store written before cells were reused."""
     current = current_runs(tracker, experiment_id)
     if not current:

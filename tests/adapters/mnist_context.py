@@ -9,11 +9,11 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from adapters.base import AttackContext
-from benchmark.models.base import build_backbone, feature_extractor
 from conftest import mnist_path
 from toy_context import fit_head
+
+from adapters.attacks.base import AttackContext
+from adapters.backbones.base import build_backbone, feature_extractor
 
 EXTERNAL = [0, 1, 2, 6, 8]
 TASK = [4, 9]

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-
-from adapters.adv_poison import AdvPoison, shift_labels
-from adapters.base import apply_trial, check_budget
-from benchmark.errors import ParamError
 from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+from adapters.attacks.adv_poison import AdvPoison, shift_labels
+from adapters.attacks.base import apply_trial, check_budget
+from benchmark.core.errors import ParamError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

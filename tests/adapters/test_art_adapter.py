@@ -2,11 +2,15 @@
 
 import pytest
 import torch
-
-from adapters.art_adapter import ArtBullseyePolytope, ArtFeatureCollision, ArtSvmFeatureSpace
-from adapters.base import check_budget
-from benchmark.errors import ParamError
 from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+from adapters.attacks.art_poisoning import (
+    ArtBullseyePolytope,
+    ArtFeatureCollision,
+    ArtSvmFeatureSpace,
+)
+from adapters.attacks.base import check_budget
+from benchmark.core.errors import ParamError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,8 +74,8 @@ def test_bullseye_fixed_moves_polytope_center_to_target(ctx):
 
 def test_bullseye_art_implementation_ignores_the_target_and_fixed_uses_it(ctx):
     """``implementation: art`` runs ART 1.20's poison(), which never reads the target (the defect documented in
-    adapters/art_adapter.py); ``fixed`` pulls the poisons towards whichever target it is given."""
-    from adapters.art_adapter import art_classifier
+    adapters/attacks/art_poisoning.py); ``fixed`` pulls the poisons towards whichever target it is given."""
+    from adapters.attacks.art_poisoning import art_classifier
 
     bases = ctx.x_train[ctx.y_train == 1][:2].numpy().copy()
     targets = [ctx.x_test[ctx.y_test == 0][i : i + 1].numpy() for i in (0, 1)]

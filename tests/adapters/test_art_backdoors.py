@@ -3,17 +3,16 @@ of a briefly trained small CNN, where each must raise triggered success above th
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 from conftest import mnist_path
 from toy_context import make_ctx
 
-from adapters.art_backdoors import ArtCleanLabelBackdoor, ArtHiddenTrigger
-from adapters.base import check_budget
-from benchmark.cell import RunOptions, run_cell
-from benchmark.errors import AttackError, ParamError
+from adapters.attacks.art_backdoors import ArtCleanLabelBackdoor, ArtHiddenTrigger
+from adapters.attacks.base import check_budget
+from benchmark.cell.pipeline import RunOptions, run_cell
+from benchmark.core.errors import AttackError, ParamError
 from benchmark.suite import expand, parse_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,8 +169,8 @@ def test_art_hidden_trigger_by_index_always_raises(ctx):
     import numpy as np
     from art.attacks.poisoning import HiddenTriggerBackdoorPyTorch
 
-    from adapters.art_adapter import FEATURE_LAYER, art_classifier
-    from adapters.art_backdoors import _backdoor
+    from adapters.attacks.art_backdoors import _backdoor
+    from adapters.attacks.art_poisoning import FEATURE_LAYER, art_classifier
 
     trigger = ArtHiddenTrigger(patch_size=2).trigger((3, 12, 12), torch.Generator().manual_seed(0))
     y = ctx.y_train.numpy()
@@ -187,8 +186,8 @@ def test_art_clean_label_backdoor_draws_rows_with_replacement_and_never_all(ctx)
     import numpy as np
     from art.attacks.poisoning import PoisoningAttackCleanLabelBackdoor
 
-    from adapters.art_adapter import _numpy_seed, art_classifier
-    from adapters.art_backdoors import _backdoor
+    from adapters.attacks.art_backdoors import _backdoor
+    from adapters.attacks.art_poisoning import _numpy_seed, art_classifier
 
     trigger = ArtCleanLabelBackdoor(patch_size=2).trigger((3, 12, 12), torch.Generator().manual_seed(0))
     x = ctx.x_train[ctx.y_train == 1][:20].numpy()

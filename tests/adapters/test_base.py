@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from adapters.base import PoisonResult, PoisonTrial, apply_trial, check_budget
-from adapters.label_flip import LabelFlip
-from adapters.no_attack import NoAttack
-from benchmark.errors import BudgetError, ParamError
+from adapters.attacks.base import PoisonResult, PoisonTrial, apply_trial, check_budget
+from adapters.attacks.label_flip import LabelFlip
+from adapters.attacks.no_attack import NoAttack
+from benchmark.core.errors import BudgetError, ParamError
 
 
 def _data(n=10):

@@ -3,14 +3,18 @@ coefficients, and success on real MNIST features where the unperturbed bases nev
 
 import pytest
 import torch
-
-from adapters.base import check_budget
-from adapters.convex_polytope import ConvexPolytope, polytope_objective, simplex_projection
-from adapters.targeted import nearest_rows, select_targets
-from benchmark.cli import main
 from conftest import tiny_suite, write_suite
 from mnist_context import mnist_ctx, successes
 from toy_context import make_ctx
+
+from adapters.attacks.base import check_budget
+from adapters.attacks.convex_polytope import (
+    ConvexPolytope,
+    polytope_objective,
+    simplex_projection,
+)
+from adapters.attacks.targeted import nearest_rows, select_targets
+from benchmark.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

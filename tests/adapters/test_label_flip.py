@@ -3,11 +3,11 @@
 import pytest
 import torch
 from torch import nn
-
-from adapters.base import apply_trial, check_budget
-from adapters.label_flip import LabelFlip
-from benchmark.errors import ParamError
 from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+from adapters.attacks.base import apply_trial, check_budget
+from adapters.attacks.label_flip import LabelFlip
+from benchmark.core.errors import ParamError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
-from adapters.base import check_budget
-from adapters.poison_frog import PoisonFrog
-from adapters.targeted import select_targets
-from benchmark.linf import sign_pgd
-from benchmark.errors import ParamError
 from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+
+from adapters.attacks.base import check_budget
+from adapters.attacks.poison_frog import PoisonFrog
+from adapters.attacks.targeted import select_targets
+from benchmark.core.errors import ParamError
+from benchmark.core.linf import sign_pgd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

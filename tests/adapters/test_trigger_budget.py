@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from adapters.base import Attack, PoisonResult, PoisonTrial, Trigger, check_budget, run_attack
-from benchmark.errors import BudgetError
 from toy_context import make_ctx
+
+from adapters.attacks.base import (
+    Attack,
+    PoisonResult,
+    PoisonTrial,
+    Trigger,
+    check_budget,
+    run_attack,
+)
+from benchmark.core.errors import BudgetError
 
 EPS = 0.05
 

@@ -7,15 +7,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
-
-from adapters.base import check_budget
-from adapters.witches_brew import WitchesBrew, head_loss_gradient
-from benchmark.cli import main
-from benchmark.linf import adam_linf
 from conftest import tiny_suite, write_suite
+from mlflow.tracking import MlflowClient
 from mnist_context import mnist_ctx, successes
 from toy_context import make_ctx
+
+from adapters.attacks.base import check_budget
+from adapters.attacks.witches_brew import WitchesBrew, head_loss_gradient
+from benchmark.cli.commands import main
+from benchmark.core.linf import adam_linf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

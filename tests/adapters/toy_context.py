@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import AttackContext
-from benchmark.linear import LinearHead
+from adapters.attacks.base import AttackContext
+from adapters.heads.linear import LinearHead
 
 
 def fit_head(f, y):

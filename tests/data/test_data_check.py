@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
-
-from benchmark.cli import main
-from benchmark.data import load_data
-from benchmark.data import torchvision_sets as tv
-from benchmark.data.check import ensure_data, find_missing
-from benchmark.errors import BenchmarkError, DataError
-from benchmark.preflight import check_cpu_fallback
-from benchmark.suite import expand, load_suite
 from conftest import ROOT, mnist_path, tiny_suite, write_suite
+from mlflow.tracking import MlflowClient
 from mnist_idx import write_mnist_raw
+
+from adapters.datasets import load_data
+from adapters.datasets import torchvision_sets as tv
+from benchmark.cli.commands import main
+from benchmark.core.errors import BenchmarkError, DataError
+from benchmark.grid.data_check import ensure_data, find_missing
+from benchmark.grid.preflight import check_cpu_fallback
+from benchmark.suite import expand, load_suite
 
 MNIST_CPU = ROOT / "suites" / "mnist-cpu.yaml"
 PAPER = ROOT / "suites" / "paper.yaml"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from benchmark.data import DataSpec, load_data
-from benchmark.errors import DataError, ParamError
+from adapters.datasets import DataSpec, load_data
+from benchmark.core.errors import DataError, ParamError
 
 SHARED_MNIST = Path(__file__).resolve().parents[2].parent / "shared/data/mnist_subset.npz"
 

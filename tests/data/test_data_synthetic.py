@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from benchmark.data import DataSpec, load_data
-from benchmark.data.synthetic import SyntheticParams, generate
-from benchmark.errors import ParamError
+from adapters.datasets import DataSpec, load_data
+from adapters.datasets.synthetic import SyntheticParams, generate
+from benchmark.core.errors import ParamError
 
 
 def _syn(seed=0, **params) -> object:

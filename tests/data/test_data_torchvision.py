@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import DataSpec, data_root, load_data
-from benchmark.errors import DataError
+from adapters.datasets import DataSpec, data_root, load_data
+from benchmark.core.errors import DataError
 
 
 @pytest.fixture

@@ -6,13 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
-from benchmark.data import DataSpec, load_data
-from benchmark.data.torchvision_sets import TorchvisionParams, parse_records
-from benchmark.errors import DataError
-from benchmark.registry import REGISTRY
-from cifar_batches import CIFAR10_NPZ, CIFAR100_NPZ, write_cifar10_batches, write_cifar100_files
+from cifar_batches import (
+    CIFAR10_NPZ,
+    CIFAR100_NPZ,
+    write_cifar10_batches,
+    write_cifar100_files,
+)
 from conftest import ROOT
+
+from adapters.datasets import DataSpec, load_data
+from adapters.datasets.torchvision_sets import TorchvisionParams, parse_records
+from benchmark.core.errors import DataError
+from benchmark.core.registry import REGISTRY
 
 
 def _cifar_root(tmp_path):

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from conftest import mnist_path
 
-from benchmark.cell import RunOptions, run_cell
-from benchmark.errors import SuiteError
+from benchmark.cell.pipeline import RunOptions, run_cell
+from benchmark.core.errors import SuiteError
 from benchmark.suite import expand, parse_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")

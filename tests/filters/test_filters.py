@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import mnist_path
 
-from benchmark.errors import ParamError
-from benchmark.filters import make_filter
+from adapters.filters import make_filter
+from benchmark.core.errors import ParamError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,12 +10,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from benchmark.errors import DataError, ParamError
-from benchmark.heads import TorchSVMHead, TorchSVMParams, accuracy, fit_head, fit_heads, svm_objective
-from benchmark.linear import LinearHead
-from benchmark.registry import REGISTRY
-
-
+from adapters.heads.base import (
+    TorchSVMHead,
+    TorchSVMParams,
+    accuracy,
+    fit_head,
+    fit_heads,
+    svm_objective,
+)
+from adapters.heads.linear import LinearHead
+from benchmark.core.errors import DataError, ParamError
+from benchmark.core.registry import REGISTRY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

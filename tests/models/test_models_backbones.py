@@ -7,9 +7,9 @@ import socket
 import pytest
 import torch
 
-from benchmark.errors import DataError, ParamError
-from benchmark.models import Backbone, build_backbone, feature_extractor
-from benchmark.registry import REGISTRY
+from adapters.backbones import Backbone, build_backbone, feature_extractor
+from benchmark.core.errors import DataError, ParamError
+from benchmark.core.registry import REGISTRY
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from benchmark.cell import RunOptions, run_cell
-from benchmark.errors import SuiteError
-from benchmark.models import PretrainedWeightsError, build_backbone, feature_extractor
-from benchmark.models.pretrained import _robustbench
+from adapters.backbones import PretrainedWeightsError, build_backbone, feature_extractor
+from adapters.backbones.pretrained import _robustbench
+from benchmark.cell.pipeline import RunOptions, run_cell
+from benchmark.core.errors import SuiteError
 from benchmark.suite import expand, parse_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -128,7 +128,7 @@ def test_cell_with_a_robustbench_backbone_skips_external_training(zoo_dir, tmp_p
 
 
 def test_dry_run_counts_no_training_for_a_pretrained_backbone(zoo_dir, smoke_dict) -> None:
-    from benchmark.estimate import estimate
+    from benchmark.grid.estimate import estimate
 
     root, _ = zoo_dir
     trained = parse_suite(smoke_dict)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from pydantic import Field
 
-from adapters.base import Attack, PoisonResult, PoisonTrial, run_attack
-from benchmark import signals
-from benchmark.errors import AttackError, BudgetError
-from benchmark.registry import Params
+from adapters.attacks.base import Attack, PoisonResult, PoisonTrial, run_attack
+from benchmark.core import signals
+from benchmark.core.errors import AttackError, BudgetError
+from benchmark.core.registry import Params
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapters"))
 from toy_context import make_ctx  # noqa: E402  (the adapter tests' tiny context)
@@ -116,12 +116,13 @@ def test_a_real_ctrl_c_during_an_attack_still_stops_the_grid(ctx):
 
 def test_an_exiting_attack_fails_its_cell_and_the_grid_goes_on(tmp_path, smoke_dict, capsys, monkeypatch):
     """End to end: a plugin attack calling sys.exit() is one FAILED cell; the run exits 1, not 3."""
-    from benchmark.cli import main
     from conftest import tiny_suite, write_suite
+
+    from benchmark.cli.commands import main
 
     plugin = tmp_path / "exiting_attack.py"
     plugin.write_text(
-        "import sys\nfrom adapters.base import Attack\n"
+        "import sys\nfrom adapters.attacks.base import Attack\n"
         "class Exits(Attack):\n    name = 'exits'\n    def forward(self, ctx):\n        sys.exit(0)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -7,8 +7,8 @@ import stat
 
 import torch
 
-from benchmark.cache import Cache
-from benchmark.cli import main
+from benchmark.cli.commands import main
+from benchmark.store.cache import Cache
 
 
 def _filled(tmp_path):

@@ -10,11 +10,11 @@ import os
 
 import pytest
 import torch
+from conftest import ROOT, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from benchmark.errors import ParamError
-from conftest import ROOT, tiny_suite, write_suite
+from benchmark.cli.commands import main
+from benchmark.core.errors import ParamError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +94,7 @@ def test_a_feasible_suite_still_validates(tmp_path, smoke_dict, capsys):
 
 
 def test_a_targeted_attack_refuses_more_poisons_than_base_rows(monkeypatch):
-    from adapters.witches_brew import WitchesBrew
+    from adapters.attacks.witches_brew import WitchesBrew
 
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "adapters"))
     from toy_context import make_ctx
@@ -107,7 +107,7 @@ def test_a_targeted_attack_refuses_more_poisons_than_base_rows(monkeypatch):
 
 
 def test_the_knn_filter_refuses_a_k_its_rows_cannot_honour():
-    from benchmark.filters import make_filter
+    from adapters.filters import make_filter
 
     features, labels = torch.randn(10, 4), torch.tensor([0, 1] * 5)
     assert make_filter("knn_label", {"k": 9}).keep(features, labels, 0).shape == (10,)

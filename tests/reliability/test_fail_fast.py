@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from benchmark.tracking import redact
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
+from benchmark.store.tracking import redact
 
 
 def test_unreachable_ray_address_is_one_line_before_any_run(tmp_path, smoke_dict, capsys):

@@ -8,11 +8,11 @@ import os
 
 import pytest
 import yaml
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from benchmark.errors import SHOWN_CHARS
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
+from benchmark.core.errors import SHOWN_CHARS
 
 MAX_LINE = 600  # a one-line message: the file, the key, what is wrong; never the value it was given in full
 
@@ -106,7 +106,7 @@ def test_100000_seeds_are_refused_in_linear_time(tmp_path, smoke_dict, capsys):
 
 
 def test_repeated_seeds_are_found_by_one_count():
-    from benchmark.suite import _check_seeds
+    from benchmark.suite.load import _check_seeds
 
     seeds = list(range(10_000)) + [5, 7, 7]
     with pytest.raises(ValueError, match=r"seeds: \[5, 7\] repeated"):

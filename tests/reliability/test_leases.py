@@ -6,11 +6,12 @@ import os
 import socket
 import time
 
-from benchmark import leases
-from benchmark.runner import suite_hash
-from benchmark.suite import expand, load_suite
-from benchmark.tracking import Tracker
 from conftest import tiny_suite, write_suite
+
+from benchmark.grid.runner import suite_hash
+from benchmark.store import leases
+from benchmark.store.tracking import Tracker
+from benchmark.suite import expand, load_suite
 
 
 def _setup(tmp_path, smoke_dict):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
-from benchmark.cli import main
 from conftest import tiny_suite, write_suite
+
+from benchmark.cli.commands import main
 
 
 def _one_line(capsys) -> str:
@@ -91,7 +91,7 @@ PLUGINS = {
         "SystemExit: bye",
     ),
 }
-BASE = "from adapters.base import Attack\nfrom benchmark.registry import Params"
+BASE = "from adapters.attacks.base import Attack\nfrom benchmark.core.registry import Params"
 
 
 @pytest.mark.parametrize("case", list(PLUGINS))

@@ -17,10 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
 from benchmark.suite import expand, load_suite
-from conftest import ROOT, tiny_suite, write_suite
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

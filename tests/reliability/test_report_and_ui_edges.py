@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from benchmark import ui
-from benchmark.cli import main
 from conftest import ROOT
+
+from benchmark.cli import ui
+from benchmark.cli.commands import main
 
 SECRET_URI = "postgresql://bob:hunter2@127.0.0.1:9/mlflow"
 

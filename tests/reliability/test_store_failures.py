@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from benchmark.tracking import Tracker
-from conftest import ROOT, tiny_suite, write_suite
+from benchmark.cli.commands import main
+from benchmark.store.tracking import Tracker
 
 
 def _runs(uri: str, name: str):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import yaml
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from benchmark.tracking import SUITE_HASH
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
+from benchmark.store.tracking import SUITE_HASH
 
 
 def _parents(name: str):

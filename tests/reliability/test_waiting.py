@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark import leases
-from benchmark.cli import main
-from benchmark.ray_executor import CONNECT_TIMEOUT
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
+from benchmark.grid.ray_executor import CONNECT_TIMEOUT
+from benchmark.store import leases
 
 
 def _http_server() -> socketserver.TCPServer:
@@ -96,7 +96,7 @@ def test_waiting_for_the_claim_lock_says_who_holds_it(how, tmp_path, caplog):
             with leases.held(lock):
                 entered.set()
 
-        with caplog.at_level(logging.WARNING, logger="benchmark.leases"):
+        with caplog.at_level(logging.WARNING, logger="benchmark.store.leases"):
             waiter = threading.Thread(target=wait_for_lock, daemon=True)
             waiter.start()
             deadline = time.monotonic() + 30

@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
-from benchmark.cli import main
-from conftest import tiny_suite, write_suite
+from benchmark.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,7 +27,7 @@ def _cells(name: str) -> list:
 @pytest.fixture(autouse=True)
 def _fresh_memory(monkeypatch):
     """Each test starts with nothing held in memory and no warning given (they are per process)."""
-    from benchmark import cache
+    from benchmark.store import cache
 
     monkeypatch.setattr(cache, "_IN_MEMORY", {})
     monkeypatch.setattr(cache, "_WARNED", set())

@@ -9,8 +9,8 @@ import pytest
 from benchmark.report.aggregate import SuiteGrid, aggregate
 from benchmark.report.claims import check_claims, claims_table
 from benchmark.report.curves import break_table, curve_figure, families
-from benchmark.report.outcomes import Outcome
 from benchmark.report.paired import pairwise, pairwise_table
+from benchmark.report.per_example import Outcome
 from benchmark.report.source import CellRun
 
 RAW = {
@@ -77,7 +77,7 @@ def fab():
     # Wilson intervals per group, as a one-seed cell carries them
     for r in runs:
         if "attack_successes" in r.metrics:
-            from benchmark.metrics import wilson_interval
+            from benchmark.core.stats import wilson_interval
 
             lo, hi = wilson_interval(int(r.metrics["attack_successes"]), N_TARGETS)
             r.metrics.update(attack_success_ci_low=lo, attack_success_ci_high=hi)

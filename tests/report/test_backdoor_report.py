@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.backdoor import TriggeredHits, hits_npz, load_triggered_rates
+from benchmark.cell.backdoor import TriggeredHits, hits_npz, load_triggered_rates
 from benchmark.report.aggregate import SuiteGrid, aggregate
-from benchmark.report.outcomes import Outcome
 from benchmark.report.paired import pairwise
+from benchmark.report.per_example import Outcome
 from benchmark.report.source import CellRun
 from benchmark.report.tables import full_table
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.report.aggregate import SuiteGrid, aggregate
-from benchmark.report.outcomes import Outcome
 from benchmark.report.paired import pairwise, pairwise_table
+from benchmark.report.per_example import Outcome
 from benchmark.report.plots import arms_in_order, heatmap
 from benchmark.report.source import CellRun
 from benchmark.report.tables import full_table, missing_lines

@@ -1,4 +1,4 @@
-"""The report, on runs fabricated straight into a temporary MLflow store in the layout of benchmark.tracking.
+"""The report, on runs fabricated straight into a temporary MLflow store in the layout of benchmark.store.tracking.
 
 Grid: datasets d1, d2 x backbone bb x defenses naive, pgd x attacks none, pf x seeds 0, 1 = 16 cells, of which
 d2/bb/pgd/none/seed1 FAILED, d2/bb/pgd/pf/seed1 never ran (missing), and d1/bb/naive/none/seed0 FAILED once and then
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.cli import main as cli_main
-from benchmark.errors import BenchmarkError
+from benchmark.cli.commands import main as cli_main
+from benchmark.core.errors import BenchmarkError
 from benchmark.report import build_report
 from benchmark.report.aggregate import Stat
 from benchmark.report.tables import fmt_stat
@@ -242,9 +242,10 @@ def test_fmt_stat_formats():
 def test_paper_suite_tables_keep_the_paper_layout():
     """paper.yaml's references, with no runs yet: T1-T3 are defense x dataset grids (the `_svhn` defenses shown
     under their registry names, as in the paper), toxic-style same-cell references fall back to attack columns."""
+    from conftest import ROOT
+
     from benchmark.report.aggregate import SuiteGrid, aggregate
     from benchmark.report.tables import reference_tables
-    from conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "suites" / "paper.yaml").read_text())
     agg = aggregate([], SuiteGrid.from_raw(raw))

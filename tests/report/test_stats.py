@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.report.stats import bootstrap_mean, crossing, equivalence_p, holm, mcnemar_exact, n_to_decide
+from benchmark.report.stats import (
+    bootstrap_mean,
+    crossing,
+    equivalence_p,
+    holm,
+    mcnemar_exact,
+    n_to_decide,
+)
 
 
 def test_mcnemar_exact_is_the_two_sided_binomial_on_discordant_pairs():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import ROOT
 
-from benchmark.cli import main as cli_main
+from benchmark.cli.commands import main as cli_main
 from benchmark.report.aggregate import matches
 from benchmark.suite import expand, load_suite
-from conftest import ROOT
 
 SUITES = ROOT / "suites"
 

@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defenses.examples import make_example_generator
-from benchmark.linf import default_step_size
-
+from adapters.defenses.adversarial_examples import make_example_generator
+from benchmark.core.linf import default_step_size
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

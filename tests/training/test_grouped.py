@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.grouped import Member, check_groupable, train_group
-from benchmark.models import build_backbone
-from benchmark.training import train_backbone
+from adapters.backbones import build_backbone
+from benchmark.cell.grouped import Member, check_groupable, train_group
+from benchmark.cell.training import train_backbone
 
 CNN = {"width": 4, "feature_dim": 16}
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import mnist_path
 
-from benchmark.data import DataSpec, load_data
-from benchmark.defenses import make_defense
-from benchmark.models.base import build_backbone
-from benchmark.training import evaluate_accuracy, robust_accuracy, train_backbone
+from adapters.backbones.base import build_backbone
+from adapters.datasets import DataSpec, load_data
+from adapters.defenses import make_defense
+from benchmark.cell.training import evaluate_accuracy, robust_accuracy, train_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

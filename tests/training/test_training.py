@@ -7,11 +7,14 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from benchmark.errors import ParamError, TrainingDiverged
-from benchmark.registry import REGISTRY
-from benchmark.training import TrainResult, evaluate_accuracy, robust_accuracy, train_backbone
-
-
+from benchmark.cell.training import (
+    TrainResult,
+    evaluate_accuracy,
+    robust_accuracy,
+    train_backbone,
+)
+from benchmark.core.errors import ParamError, TrainingDiverged
+from benchmark.core.registry import REGISTRY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,7 +176,7 @@ def test_declared_classes_and_unknown_labels() -> None:
 
 
 def test_images_outside_unit_range_are_rejected() -> None:
-    from benchmark.errors import DataError
+    from benchmark.core.errors import DataError
 
     x, y, _, _ = digits()
     with pytest.raises(DataError, match=r"\[0, 1\]"):

@@ -1,0 +1,4 @@
+"""Heads: the linear classifier fitted on frozen features (LinearSVC, a batched torch SVM), and the refit of many
+heads that differ from one base by a few rows. Importing this package registers the built-ins."""
+
+from adapters.heads import base  # noqa: F401  (registers built-ins)

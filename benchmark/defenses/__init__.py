@@ -1,6 +1,0 @@
-"""Defenses: how a backbone is trained on the external data. Importing this package registers the built-ins."""
-
-from benchmark.defenses import published, standard  # noqa: F401  (registers built-ins)
-from benchmark.defenses.base import Defense, DefenseParams, EpsParams, make_defense, register
-
-__all__ = ["Defense", "DefenseParams", "EpsParams", "make_defense", "register"]

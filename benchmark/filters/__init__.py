@@ -1,7 +1,0 @@
-"""Poison filters: a defense that removes suspicious rows from the (possibly poisoned) training set before the head
-is fitted. Importing this package registers the built-ins."""
-
-from benchmark.filters import art_filters, knn  # noqa: F401  (registers built-ins)
-from benchmark.filters.base import PoisonFilter, make_filter
-
-__all__ = ["PoisonFilter", "make_filter"]
