@@ -8,8 +8,7 @@ import io
 import torch
 
 from adapters.attacks.base import PoisonResult, PoisonTrial
-from benchmark.cell.artifacts import label_flip_artifacts
-from benchmark.cell.pipeline import _poison_artifacts
+from benchmark.cell.artifacts import label_flip_artifacts, poison_artifacts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -38,8 +37,8 @@ def test_nothing_when_no_label_changes():
 def test_gallery_only_for_changed_images():
     x = torch.rand(4, 3, 8, 8)
     relabelled = PoisonTrial(indices=torch.tensor([0, 2]), y=torch.tensor([1, 1]), x=x[[0, 2]].clone())
-    assert "poison_examples.png" not in _poison_artifacts(x, PoisonResult(trials=[relabelled]))
+    assert "poison_examples.png" not in poison_artifacts(x, PoisonResult(trials=[relabelled]))
     moved = x[[0, 2]].clone()
     moved[1] = (moved[1] + 0.01).clamp(0, 1)
     perturbed = PoisonTrial(indices=torch.tensor([0, 2]), y=torch.tensor([0, 0]), x=moved)
-    assert _poison_artifacts(x, PoisonResult(trials=[perturbed]))["poison_examples.png"].startswith(PNG)
+    assert poison_artifacts(x, PoisonResult(trials=[perturbed]))["poison_examples.png"].startswith(PNG)

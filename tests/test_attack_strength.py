@@ -20,7 +20,7 @@ from conftest import mnist_path
 
 from benchmark.cell.per_example import PER_TARGET
 from benchmark.cell.pipeline import RunOptions, run_cell
-from benchmark.report.stats import mcnemar_exact
+from benchmark.core.stats import mcnemar_exact
 from benchmark.suite import expand, parse_suite
 
 BUDGET = {"target_class": 9, "base_class": 4, "num_targets": 10, "num_poisons": 25, "eps": 0.1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cell.pipeline import backbone_key, feature_key
+from benchmark.cell.keys import backbone_key, feature_key
 from benchmark.core.versions import STAGE_VERSIONS
 from benchmark.suite import expand, parse_suite
 

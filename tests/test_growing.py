@@ -161,7 +161,7 @@ def test_rerun_a_slice_a_version_bump_and_a_corrupt_attack_entry(tmp_path, smoke
 
 def test_the_estimate_prices_an_attack_once_for_all_its_filters_and_nothing_the_cache_holds(smoke_dict, tmp_path):
     from benchmark.cell.attack_cache import attack_key
-    from benchmark.cell.pipeline import backbone_key, feature_key
+    from benchmark.cell.keys import backbone_key, feature_key
     from benchmark.grid.estimate import estimate
     from benchmark.store.cache import Cache
     from benchmark.suite import parse_suite

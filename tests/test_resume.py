@@ -193,7 +193,7 @@ def test_rerun_starts_a_new_parent(tmp_path, smoke_dict, capsys):
 
 def test_ctrl_c_during_a_store_call_is_raised_after_it():
     """A Ctrl-C inside an MLflow write waits for the write to end (no half-written run, no SQLAlchemy traceback)."""
-    from benchmark.store.tracking import _retry
+    from benchmark.store.tracking import retry
 
     events = []
 
@@ -203,6 +203,6 @@ def test_ctrl_c_during_a_store_call_is_raised_after_it():
         return "ok"
 
     with pytest.raises(KeyboardInterrupt):
-        _retry(write)
+        retry(write)
     assert events == ["write finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from adapters.attacks.art_poisoning import (
+from adapters.attacks.art_estimator import (
     FEATURE_LAYER,
-    _cuda_device,
-    _numpy_seed,
-    _project_linf,
     art_classifier,
+    cuda_device,
+    numpy_seed,
+    project_linf,
 )
 from adapters.attacks.base import (
     Attack,
@@ -106,12 +106,12 @@ class _ArtBackdoor(Attack):
         p = self.params
         self.require_rows(ctx, "base", p.base_class)
         trials = []
-        with _cuda_device(ctx):
+        with cuda_device(ctx):
             classifier = art_classifier(ctx)
             for t in progress(range(p.num_trials), desc=self.name, total=p.num_trials):
                 g = ctx.generator(offset=t)
                 trigger = self.trigger(tuple(ctx.x_train.shape[1:]), g)
-                with _numpy_seed(ctx.seed * 1_000_003 + t):
+                with numpy_seed(ctx.seed * 1_000_003 + t):
                     rows, x = self._poison(ctx, classifier, trigger, g)
                 trials.append(
                     PoisonTrial(
@@ -224,7 +224,7 @@ class ArtHiddenTrigger(_ArtBackdoor):
             poisons, idx = attack.poison(ctx.x_train[pool].numpy(), y=self.onehot(ctx, ctx.y_train[pool]))
         rows = pool[torch.from_numpy(np.asarray(idx, np.int64))]
         x_base = ctx.x_train[rows].float()
-        return rows, _project_linf(x_base, torch.from_numpy(np.asarray(poisons, np.float32)), p.eps)
+        return rows, project_linf(x_base, torch.from_numpy(np.asarray(poisons, np.float32)), p.eps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,4 +294,4 @@ class ArtCleanLabelBackdoor(_ArtBackdoor):
         y = np.broadcast_to(target, (len(rows), len(target))).copy()
         poisons, _ = attack.poison(x_base.numpy().copy(), y=y)
         x = torch.from_numpy(np.asarray(poisons, np.float32))
-        return rows, _project_linf(x_base, x, p.eps) if p.trigger_in_ball else x
+        return rows, project_linf(x_base, x, p.eps) if p.trigger_in_ball else x

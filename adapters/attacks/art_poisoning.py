@@ -15,10 +15,7 @@ are not adapted: README, "Attacks".
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -26,6 +23,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from adapters.attacks.art_estimator import (
+    FEATURE_LAYER,
+    art_classifier,
+    cuda_device,
+    numpy_seed,
+    project_linf,
+)
 from adapters.attacks.base import (
     Attack,
     AttackContext,
@@ -46,57 +50,6 @@ from benchmark.core.progress import progress
 from benchmark.core.registry import Params
 
 log = logging.getLogger(__name__)
-
-FEATURE_LAYER = "features"
-
-
-class _Features(nn.Module):
-    """The frozen extractor as one named layer; ART registers its activation hook on this wrapper."""
-
-    def __init__(self, extractor: nn.Module) -> None:
-        super().__init__()
-        self.extractor = extractor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.extractor(x).flatten(1)
-
-
-@contextlib.contextmanager
-def _cuda_device(ctx: AttackContext) -> Iterator[None]:
-    """ART puts a "gpu" classifier on the *current* CUDA device: make that ctx.device."""
-    if ctx.device.type == "cuda":
-        with torch.cuda.device(ctx.device):
-            yield
-    else:
-        yield
-
-
-@contextlib.contextmanager
-def _numpy_seed(seed: int) -> Iterator[None]:
-    """ART draws from numpy's global generator; seed it for the call and restore it afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed % (2**32))
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
-def art_classifier(ctx: AttackContext):
-    """ART's PyTorchClassifier around extractor + clean head; layer ``"features"`` outputs the feature vector."""
-    from art.estimators.classification import PyTorchClassifier
-
-    model = nn.Sequential(OrderedDict([(FEATURE_LAYER, _Features(ctx.extractor)), ("head", ctx.head.as_module())]))
-    model.to(ctx.device).eval()
-    return PyTorchClassifier(
-        model=model,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=tuple(ctx.x_train.shape[1:]),
-        nb_classes=len(ctx.head.classes),
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if ctx.device.type == "cuda" else "cpu",
-    )
-
 
 class _TargetedArtParams(TargetedParams):
     num_targets: int = Field(10, ge=1, description="ART optimises one target at a time")
@@ -124,7 +77,7 @@ class _TargetedArtAttack(TargetedAttack):
         target_feats = ctx.f_test[targets].float()
         require_pool(self.name, pool, p.num_poisons, p.base_class)
         bases = nearest_rows(ctx, target_feats, pool, p.num_poisons, "l2")
-        with _cuda_device(ctx), _numpy_seed(ctx.seed):
+        with cuda_device(ctx), numpy_seed(ctx.seed):
             classifier = art_classifier(ctx)
             trials, art_linf, d, d0 = [], [], [], []
             for t in progress(range(len(targets)), desc=self.name, total=len(targets)):
@@ -149,10 +102,6 @@ class _TargetedArtAttack(TargetedAttack):
             "mean_initial_feature_distance": float(torch.cat(d0).mean()),
         }
         return PoisonResult(trials=trials, targeted=True, info=info)
-
-
-def _project_linf(bases: torch.Tensor, poisons: torch.Tensor, eps: float) -> torch.Tensor:
-    return (bases + (poisons - bases).clamp(-eps, eps)).clamp(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,7 +153,7 @@ class ArtFeatureCollision(_TargetedArtAttack):
 
     def _project(self, bases: torch.Tensor, poisons: torch.Tensor) -> torch.Tensor:
         if self.params.eps < 1.0:
-            return _project_linf(bases, poisons, self.params.eps)
+            return project_linf(bases, poisons, self.params.eps)
         return poisons.clamp(0.0, 1.0)
 
 
@@ -302,7 +251,7 @@ class ArtBullseyePolytope(_TargetedArtAttack):
 
     def _project(self, bases: torch.Tensor, poisons: torch.Tensor) -> torch.Tensor:
         # ART already projects; repeat it in float32 so rounding cannot leave the ball
-        return _project_linf(bases, poisons, self.params.eps)
+        return project_linf(bases, poisons, self.params.eps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,7 +361,7 @@ class ArtSvmFeatureSpace(Attack):
         step = p.step if p.step is not None else 0.02 * float(np.linalg.norm(x_sur, axis=1).mean())
         # the matrices are small (at most max_train support vectors): one BLAS thread is faster, and much faster
         # on a loaded machine, than a thread pool
-        with _numpy_seed(ctx.seed), threadpool_limits(limits=1, user_api="blas"):
+        with numpy_seed(ctx.seed), threadpool_limits(limits=1, user_api="blas"):
             estimator = _fast_svc_class()(model=SVC(C=p.C, kernel="linear"), clip_values=(lo, max(hi, lo + 1e-6)))
             estimator.fit(x_sur, y_sur)
             attack = PoisoningAttackSVM(

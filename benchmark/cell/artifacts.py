@@ -1,4 +1,5 @@
-"""Artifacts that show what an attack changed in the labels: which training rows were relabelled, from what to what.
+"""Artifacts of a cell's attack: the poison set (``poisons.npz``, a gallery of changed images) and, for label-only
+attacks, which training rows were relabelled, from what to what.
 
 A label-only attack (label flip) leaves every image as it was, so a gallery of its poisons shows nothing; these
 show its work instead: ``label_flips.csv`` (one row per relabelled sample) and ``label_flips.png`` (a from -> to
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from adapters.attacks.base import PoisonResult
+
+MAX_NPZ_ROWS = 10_000  # poison rows kept in the .npz artifact; more is noted as truncated
 
 
 def pyplot():
@@ -74,4 +77,61 @@ def _flip_matrix(rows: list[tuple[int, int, int, int]], classes: list[int]) -> b
     ax.set_ylabel("true label")
     ax.set_title(f"{len(rows)} labels flipped (from -> to)", fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8, label="samples")
+    return figure_png(fig)
+
+
+def poison_artifacts(x_clean: torch.Tensor, result: PoisonResult) -> dict[str, bytes]:
+    """The poison set as .npz (indices, images or features, labels, trial ids) and a picture of a few poisons."""
+    rows = [(t_id, tr) for t_id, tr in enumerate(result.trials) if len(tr.indices)]
+    if not rows:
+        return {}
+    out: dict[str, bytes] = {}
+    idx = torch.cat([tr.indices for _, tr in rows])
+    trial_id = torch.cat([torch.full((len(tr.indices),), t_id) for t_id, tr in rows])
+    labels = torch.cat([tr.y for _, tr in rows])
+    payload: dict[str, np.ndarray] = {
+        "indices": idx.numpy(),
+        "labels": labels.numpy(),
+        "trial": trial_id.numpy(),
+        "targets": np.array([-1 if tr.target_index is None else tr.target_index for tr in result.trials]),
+    }
+    truncated = len(idx) > MAX_NPZ_ROWS
+    sel = slice(0, MAX_NPZ_ROWS)
+    if result.space == "image":
+        payload["images"] = torch.cat([tr.x for _, tr in rows])[sel].float().numpy()
+    else:
+        payload["features"] = torch.cat([tr.features for _, tr in rows])[sel].float().numpy()
+    payload["truncated"] = np.array(truncated)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **payload)
+    out["poisons.npz"] = buf.getvalue()
+    if result.space == "image":
+        # only rows whose image changed: a label-only attack's gallery would show untouched images
+        changed = [
+            (tr.indices[i], tr.x[i]) for _, tr in rows for i in range(len(tr.indices))
+            if not torch.equal(tr.x[i], x_clean[int(tr.indices[i])])
+        ][:6]
+        png = poison_grid(x_clean, changed) if changed else b""
+        if png:
+            out["poison_examples.png"] = png
+    return out
+
+
+def poison_grid(x_clean: torch.Tensor, changed: list[tuple[torch.Tensor, torch.Tensor]]) -> bytes:
+    plt = pyplot()
+    n = len(changed)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5), squeeze=False)
+    for j, (i, poison) in enumerate(changed):
+        orig = x_clean[int(i)].float()
+        diff = (poison.float() - orig).abs()
+        scale = float(diff.max()) or 1.0
+        for r, (img, title) in enumerate(
+            ((orig, "original"), (poison.float(), "poison"), (diff / scale, f"|diff| x{1 / scale:.0f}"))
+        ):
+            ax = axes[r][j]
+            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0 or r == 2:
+                ax.set_title(title, fontsize=7)
     return figure_png(fig)

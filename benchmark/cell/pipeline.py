@@ -8,7 +8,6 @@ and whose outputs are its return values (metrics as a dict the caller merges int
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import traceback
@@ -37,23 +36,21 @@ from adapters.datasets import Dataset, load_data
 from adapters.heads.base import fit_head
 from adapters.heads.linear import HeadOnFeatures, LinearHead
 from adapters.heads.refit import RowEdit, refit_heads
-from benchmark.cell.artifacts import figure_png, label_flip_artifacts, pyplot
+from benchmark.cell.artifacts import label_flip_artifacts, poison_artifacts
 from benchmark.cell.attack_cache import attack_key, cached_attack
 from benchmark.cell.backdoor import backdoor_stage, has_trigger
 from benchmark.cell.filter_stage import filtered_heads_stage
+from benchmark.cell.keys import backbone_key, feature_key
 from benchmark.cell.per_example import outcome_artifacts
 from benchmark.cell.training import evaluate_accuracy, robust_accuracy, train_backbone
-from benchmark.core.hashing import stable_hash
 from benchmark.core.registry import REGISTRY
 from benchmark.core.stats import accuracy, wilson_interval
-from benchmark.core.versions import BACKBONE_STAGES, FEATURE_STAGES, versions
 from benchmark.store.cache import Cache
 from benchmark.suite import Cell, sweep_metric
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ROBUST_EPS = 3 / 255  # the paper's adversarial-training eps
-MAX_NPZ_ROWS = 10_000  # poison rows kept in the .npz artifact; more is noted as truncated
 
 Metrics = dict[str, float]
 HeadFitter = Callable[[torch.Tensor, torch.Tensor], LinearHead]
@@ -113,22 +110,6 @@ class Task:
             y_test=self.y_test[keep_te],
             f_test=self.f_test[keep_te],
         )
-
-
-def backbone_key(cell: Cell) -> str:
-    return stable_hash(
-        {
-            "external": cell.external,
-            "backbone": [cell.backbone.name, cell.backbone.params],
-            "defense": [cell.defense.name, cell.defense.params],
-            "seed": cell.seed,
-            "versions": versions(BACKBONE_STAGES),
-        }
-    )
-
-
-def feature_key(cell: Cell) -> str:
-    return stable_hash({"backbone": backbone_key(cell), "target": cell.target, "versions": versions(FEATURE_STAGES)})
 
 
 @contextmanager
@@ -217,7 +198,7 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     rec.results["robust_eps_used"] = eps = _robust_eps(cell, attack)
     m.update(robust_stage(cell, task, extractor, clean_head, eps, device))
 
-    rec.artifacts.update(_poison_artifacts(task.x_train, result))
+    rec.artifacts.update(poison_artifacts(task.x_train, result))
     rec.artifacts.update(label_flip_artifacts(task.y_train, result))
     rec.artifacts["budget_check.txt"] = (budget_line + "\n").encode()
 
@@ -462,60 +443,3 @@ def _meta_of(cell: Cell) -> dict[str, Any]:
         "defense": cell.defense.name,
         "seed": cell.seed,
     }
-
-
-def _poison_artifacts(x_clean: torch.Tensor, result: PoisonResult) -> dict[str, bytes]:
-    """The poison set as .npz (indices, images or features, labels, trial ids) and a picture of a few poisons."""
-    rows = [(t_id, tr) for t_id, tr in enumerate(result.trials) if len(tr.indices)]
-    if not rows:
-        return {}
-    out: dict[str, bytes] = {}
-    idx = torch.cat([tr.indices for _, tr in rows])
-    trial_id = torch.cat([torch.full((len(tr.indices),), t_id) for t_id, tr in rows])
-    labels = torch.cat([tr.y for _, tr in rows])
-    payload: dict[str, np.ndarray] = {
-        "indices": idx.numpy(),
-        "labels": labels.numpy(),
-        "trial": trial_id.numpy(),
-        "targets": np.array([-1 if tr.target_index is None else tr.target_index for tr in result.trials]),
-    }
-    truncated = len(idx) > MAX_NPZ_ROWS
-    sel = slice(0, MAX_NPZ_ROWS)
-    if result.space == "image":
-        payload["images"] = torch.cat([tr.x for _, tr in rows])[sel].float().numpy()
-    else:
-        payload["features"] = torch.cat([tr.features for _, tr in rows])[sel].float().numpy()
-    payload["truncated"] = np.array(truncated)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **payload)
-    out["poisons.npz"] = buf.getvalue()
-    if result.space == "image":
-        # only rows whose image changed: a label-only attack's gallery would show untouched images
-        changed = [
-            (tr.indices[i], tr.x[i]) for _, tr in rows for i in range(len(tr.indices))
-            if not torch.equal(tr.x[i], x_clean[int(tr.indices[i])])
-        ][:6]
-        png = _poison_grid(x_clean, changed) if changed else b""
-        if png:
-            out["poison_examples.png"] = png
-    return out
-
-
-def _poison_grid(x_clean: torch.Tensor, changed: list[tuple[torch.Tensor, torch.Tensor]]) -> bytes:
-    plt = pyplot()
-    n = len(changed)
-    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5), squeeze=False)
-    for j, (i, poison) in enumerate(changed):
-        orig = x_clean[int(i)].float()
-        diff = (poison.float() - orig).abs()
-        scale = float(diff.max()) or 1.0
-        for r, (img, title) in enumerate(
-            ((orig, "original"), (poison.float(), "poison"), (diff / scale, f"|diff| x{1 / scale:.0f}"))
-        ):
-            ax = axes[r][j]
-            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0 or r == 2:
-                ax.set_title(title, fontsize=7)
-    return figure_png(fig)

@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.defenses import make_defense
+from benchmark.cell.keys import (  # the cache's own keys: shared backbones count once
+    backbone_key,
+    feature_key,
+)
 from benchmark.core.errors import BenchmarkError
 from benchmark.core.registry import REGISTRY
 from benchmark.store.cache import Cache
@@ -204,10 +208,8 @@ def estimate(
 ) -> Estimate:
     """Seconds per category for ``cells`` on a GPU (``gpu``; measured rates from ``calibration`` where it has
     them) or on the 2-core CPU; what ``cache`` holds is free."""
-    from benchmark.cell.attack_cache import attack_key
-    from benchmark.cell.pipeline import (  # the cache's own keys: shared backbones count once
-        backbone_key,
-        feature_key,
+    from benchmark.cell.attack_cache import (
+        attack_key,  # imports torch: only when estimating
     )
 
     table = _table(gpu, calibration)

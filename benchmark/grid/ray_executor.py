@@ -49,7 +49,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmark.cell.pipeline import Record, RunOptions, backbone_key
+from benchmark.cell.keys import backbone_key
+from benchmark.cell.pipeline import Record, RunOptions
 from benchmark.core.errors import BenchmarkError
 from benchmark.store.cache import Cache, cache_root
 from benchmark.suite import Cell
@@ -201,9 +202,7 @@ class RayExecutor:
         extra: list[Any] = []  # the leaders' tokens, cancelled on interrupt
 
         def submit(key: str, members: list[Cell]) -> None:
-            entry = cache._path("backbone", key)
-            cached = entry.exists() and entry.with_suffix(".json").exists()  # complete entries have a sidecar
-            if len(members) == 1 or cached:
+            if len(members) == 1 or cache.has("backbone", key):
                 for cell in members:
                     pending[task.remote(cell, opts, cwd)] = cell
                 return

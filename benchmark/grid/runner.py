@@ -17,6 +17,7 @@ from benchmark.grid.executors import make_executor
 from benchmark.grid.preflight import preflight
 from benchmark.store import leases, reuse
 from benchmark.store.cache import cache_root
+from benchmark.store.headline import HEADLINE_METRICS
 from benchmark.store.tracking import Tracker, redact
 from benchmark.suite import Cell, Suite, expand, load_suite, parse_only
 
@@ -280,14 +281,9 @@ class _Grid:
 def warn_unwritable_cache(cache_dir: str | None) -> None:
     """Said once, before the grid: a cache that cannot be written costs time (models trained again next run),
     never results (``benchmark/store/cache.py`` keeps them in memory for this run)."""
-    from benchmark.store import cache
+    from benchmark.store.cache import Cache
 
-    store = cache.Cache(cache_dir)
-    problem = store.unwritable()
-    if problem:
-        cache._WARNED.add(str(store.root))  # the cells do not repeat it
-        log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until it ends, "
-                    "and trained again by the next run", store.root, problem)
+    Cache(cache_dir).warn_if_unwritable()
 
 
 def suite_hash(suite: Suite) -> str:
@@ -296,8 +292,7 @@ def suite_hash(suite: Suite) -> str:
 
 
 def print_table(summary: RunSummary, echo=print) -> None:
-    cols = ("clean_accuracy", "poisoned_accuracy", "attack_success_rate", "robust_accuracy")
-    short = ("clean", "poisoned", "success", "robust")
+    cols, short = list(HEADLINE_METRICS), list(HEADLINE_METRICS.values())
     if not summary.records:
         return
     width = max(len(c.title()) for c, _ in summary.records)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmark import COMMAND
 from benchmark.core.errors import BenchmarkError
+from benchmark.core.files import unwritable
 from benchmark.report.aggregate import Aggregate, SuiteGrid, aggregate
 from benchmark.report.answer import answer_blocks
 from benchmark.report.document import (
@@ -36,7 +37,7 @@ from benchmark.report.tables import (
     missing_lines,
     reference_tables,
 )
-from benchmark.store.tracking import _retry, redact
+from benchmark.store.tracking import redact, retry
 
 ARTIFACT_DIR = "report"
 FIGURES = "figures"
@@ -80,12 +81,9 @@ def check_out(out: str | Path) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise BenchmarkError(f"--out {out}: a file, not a folder; name a folder for the report")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check."):
-            pass
-    except OSError as err:
-        raise BenchmarkError(f"--out {out}: the report cannot be written there ({err.strerror or err})") from None
+    reason = unwritable(path)
+    if reason:
+        raise BenchmarkError(f"--out {out}: the report cannot be written there ({reason})")
 
 
 def build_report(
@@ -125,7 +123,7 @@ def build_report(
     logged = False
     if log_artifacts:
         try:
-            _retry(lambda: rs.tracker.client.log_artifacts(rs.parent_id, str(outdir), artifact_path=ARTIFACT_DIR))
+            retry(lambda: rs.tracker.client.log_artifacts(rs.parent_id, str(outdir), artifact_path=ARTIFACT_DIR))
             logged = True
         except Exception as err:  # the files on disk are the report; the MLflow copy is a convenience
             print(f"report: could not log the report to run {rs.parent_id}: {redact(str(err))}", file=sys.stderr)

@@ -17,6 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from benchmark.core.stats import (
+    ALPHA,
+    bootstrap_mean,
+    equivalence_p,
+    mcnemar_exact,
+    n_to_decide,
+)
 from benchmark.report.aggregate import Aggregate, Group
 from benchmark.report.paired import (
     UNIT_NAMES,
@@ -28,13 +35,6 @@ from benchmark.report.paired import (
     seed_pairs,
 )
 from benchmark.report.per_example import Outcome
-from benchmark.report.stats import (
-    ALPHA,
-    bootstrap_mean,
-    equivalence_p,
-    mcnemar_exact,
-    n_to_decide,
-)
 from benchmark.report.tables import Table
 from benchmark.suite import NO_FILTER
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from benchmark.core.stats import wilson_interval
+from benchmark.core.stats import crossing, wilson_interval
 from benchmark.report.aggregate import Aggregate, Group, Stat, base_label
 from benchmark.report.per_example import Outcome
 from benchmark.report.plots import (
     Figure,
-    _axes,
-    _in_order,
-    _panels,
-    _render,
     arms_in_order,
+    in_order,
+    panel_axes,
+    panel_grid,
+    render_figure,
 )
-from benchmark.report.stats import crossing
 from benchmark.report.tables import Table
 from benchmark.suite import sweep_metric
 
@@ -99,8 +98,8 @@ def _log_x(xs: list[float]) -> bool:
 
 
 def curve_figure(agg: Aggregate, fam: Family) -> Figure:
-    panels = _panels(agg, [pts[0].group for pts in fam.lines.values()])
-    fig, axes = _axes(len(panels))
+    panels = panel_grid(agg, [pts[0].group for pts in fam.lines.values()])
+    fig, axes = panel_axes(len(panels))
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         defenses = arms_in_order(agg, [pts[0].group for (d0, b0, _), pts in fam.lines.items() if (d0, b0) == (ds, bb)])
         xs_all: list[float] = []
@@ -122,7 +121,7 @@ def curve_figure(agg: Aggregate, fam: Family) -> Figure:
         ax.legend()
     what = "success rate, 95% Wilson band" if fam.targeted else "poisoned accuracy, 95% interval"
     fig.suptitle(f"{fam.attack} over {fam.param}: {what}", y=1.03)
-    return Figure(f"curve_{fam.attack}_{fam.param}.png", f"{fam.attack}: {what} vs {fam.param}", *_render(fig))
+    return Figure(f"curve_{fam.attack}_{fam.param}.png", f"{fam.attack}: {what} vs {fam.param}", *render_figure(fig))
 
 
 def _fmt_x(x: float, flag: str) -> str:
@@ -160,13 +159,13 @@ def robust_figure(agg: Aggregate, eps_values: list[float], samples: int) -> Figu
     if not eps_values:
         return None
     keys = [k for k in agg.groups if agg.grid is None or agg.grid.name("attack", k[3]) == "none"] or list(agg.groups)
-    panels = _panels(agg, [agg.groups[k] for k in keys])
+    panels = panel_grid(agg, [agg.groups[k] for k in keys])
     if not panels:
         return None
-    fig, axes = _axes(len(panels))
+    fig, axes = panel_axes(len(panels))
     xs = sorted(eps_values)
     for ax, (ds, bb) in zip(axes, panels, strict=True):
-        for defense in _in_order(agg, "defense", {k[2] for k in keys if k[:2] == (ds, bb)}):
+        for defense in in_order(agg, "defense", {k[2] for k in keys if k[:2] == (ds, bb)}):
             groups = [agg.groups[k] for k in keys if k[:3] == (ds, bb, defense)]
             ys, lo, hi = [], [], []
             for eps in xs:
@@ -185,7 +184,7 @@ def robust_figure(agg: Aggregate, eps_values: list[float], samples: int) -> Figu
         ax.set_title(f"{ds} / {bb}")
         ax.legend()
     fig.suptitle(f"Robust accuracy (PGD) vs eps, 95% Wilson band over {samples} test images", y=1.03)
-    return Figure("curve_robust_accuracy_eps.png", "Robust accuracy vs eps", *_render(fig))
+    return Figure("curve_robust_accuracy_eps.png", "Robust accuracy vs eps", *render_figure(fig))
 
 
 __all__ = ["Family", "accuracy_stat", "break_table", "curve_figure", "families", "robust_figure"]

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.core.stats import Estimate, bootstrap_mean, holm, mcnemar_exact
 from benchmark.report.aggregate import Aggregate, Group, GroupKey
 from benchmark.report.per_example import Outcome
-from benchmark.report.stats import Estimate, bootstrap_mean, holm, mcnemar_exact
 from benchmark.report.tables import Table
 
 UNIT_NAMES = {"success": "targets", "triggered": "victim images", "drop": "test images", "drop_seeds": "seeds",

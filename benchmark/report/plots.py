@@ -36,7 +36,7 @@ class Figure:
     svg: bytes = b""
 
 
-def _render(fig: Any) -> tuple[bytes, bytes]:
+def render_figure(fig: Any) -> tuple[bytes, bytes]:
     """(PNG at 2x, SVG) of the figure, which is closed."""
     out = []
     for fmt, dpi in (("png", PNG_DPI), ("svg", None)):
@@ -47,7 +47,7 @@ def _render(fig: Any) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
-def _panels(agg: Aggregate, groups: list[Group]) -> list[tuple[str, str]]:
+def panel_grid(agg: Aggregate, groups: list[Group]) -> list[tuple[str, str]]:
     keys = {(g.label("dataset"), g.label("backbone")) for g in groups}
     return sorted(keys, key=lambda k: (_rank(agg, "dataset", k[0]), _rank(agg, "backbone", k[1])))
 
@@ -57,7 +57,7 @@ def _rank(agg: Aggregate, axis: str, label: str) -> int:
     return order.index(label) if label in order else len(order)
 
 
-def _in_order(agg: Aggregate, axis: str, labels: set[str]) -> list[str]:
+def in_order(agg: Aggregate, axis: str, labels: set[str]) -> list[str]:
     return sorted(labels, key=lambda v: (_rank(agg, axis, v), v))
 
 
@@ -67,7 +67,7 @@ def arms_in_order(agg: Aggregate, groups: list[Group]) -> list[str]:
     return sorted(rank, key=lambda arm: (rank[arm], arm))
 
 
-def _axes(n: int, width: float = PANEL[0], height: float = PANEL[1]) -> tuple[Any, list[Any]]:
+def panel_axes(n: int, width: float = PANEL[0], height: float = PANEL[1]) -> tuple[Any, list[Any]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     pyplot().rcParams.update(PAPER_STYLE)
@@ -151,13 +151,13 @@ def heatmap(agg: Aggregate) -> Figure | None:
     groups = [g for g in agg.groups.values() if "poisoned_accuracy" in g.stats]
     if not groups:
         return None
-    panels = _panels(agg, groups)
-    fig, axes = _axes(len(panels))
+    panels = panel_grid(agg, groups)
+    fig, axes = panel_axes(len(panels))
     tables = []
     for ds, bb in panels:
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
         defenses = arms_in_order(agg, mine)
-        attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
+        attacks = in_order(agg, "attack", {g.label("attack") for g in mine})
         values = [[math.nan] * len(attacks) for _ in defenses]
         for g in mine:
             values[defenses.index(g.arm)][attacks.index(g.label("attack"))] = (
@@ -182,7 +182,7 @@ def heatmap(agg: Aggregate) -> Figure | None:
         f"Poisoned accuracy (%), mean over seeds\ncolours span {vmin:.1f}-{vmax:.1f}% "
         f"({vmax - vmin:.1f} pts), not 0-100", y=1.08,
     )  # fmt: skip
-    return Figure("heatmap_poisoned_accuracy.png", "Poisoned accuracy: defense x attack", *_render(fig))
+    return Figure("heatmap_poisoned_accuracy.png", "Poisoned accuracy: defense x attack", *render_figure(fig))
 
 
 def accuracy_bars(agg: Aggregate) -> Figure | None:
@@ -190,9 +190,9 @@ def accuracy_bars(agg: Aggregate) -> Figure | None:
     groups = [g for g in agg.groups.values() if "clean_accuracy" in g.stats]
     if not groups:
         return None
-    panels = _panels(agg, groups)
+    panels = panel_grid(agg, groups)
     per_panel = max(sum(1 for g in groups if (g.label("dataset"), g.label("backbone")) == p) for p in panels)
-    fig, axes = _axes(len(panels), max(PANEL[0], 0.4 * per_panel))
+    fig, axes = panel_axes(len(panels), max(PANEL[0], 0.4 * per_panel))
     stats: list[Stat] = []
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
@@ -218,20 +218,20 @@ def accuracy_bars(agg: Aggregate) -> Figure | None:
         ax.grid(axis="y", lw=0.3, alpha=0.5)
     _legend_above(fig, axes)
     fig.suptitle(f"Clean vs poisoned accuracy ({interval_words(stats)}); the axis spans the values", y=1.2)
-    return Figure("accuracy_clean_vs_poisoned.png", "Clean vs poisoned accuracy", *_render(fig))
+    return Figure("accuracy_clean_vs_poisoned.png", "Clean vs poisoned accuracy", *render_figure(fig))
 
 
 def success_rates(agg: Aggregate) -> Figure | None:
     groups = [g for g in agg.groups.values() if "attack_success_rate" in g.stats]
     if not groups:
         return None
-    panels = _panels(agg, groups)
-    fig, axes = _axes(len(panels))
+    panels = panel_grid(agg, groups)
+    fig, axes = panel_axes(len(panels))
     shown: list[Stat] = []
     for ax, (ds, bb) in zip(axes, panels, strict=True):
         mine = [g for g in groups if g.label("dataset") == ds and g.label("backbone") == bb]
         defenses = arms_in_order(agg, mine)
-        attacks = _in_order(agg, "attack", {g.label("attack") for g in mine})
+        attacks = in_order(agg, "attack", {g.label("attack") for g in mine})
         width = 0.8 / len(attacks)
         for i, attack in enumerate(attacks):
             by_def = {g.arm: g for g in mine if g.label("attack") == attack}
@@ -247,7 +247,7 @@ def success_rates(agg: Aggregate) -> Figure | None:
         ax.set_title(f"{ds} / {bb}")
     _legend_above(fig, axes)
     fig.suptitle(f"Targeted attacks and backdoors: success rate ({interval_words(shown)})", y=1.2)
-    return Figure("success_rates.png", "Targeted attacks and backdoors: success rates", *_render(fig))
+    return Figure("success_rates.png", "Targeted attacks and backdoors: success rates", *render_figure(fig))
 
 
 def figures(agg: Aggregate) -> list[Figure]:

@@ -17,7 +17,7 @@ import yaml
 
 from benchmark.core.errors import BenchmarkError
 from benchmark.store.reuse import current_runs
-from benchmark.store.tracking import CELL_KEY, PARENT, ROLE, Tracker, _retry
+from benchmark.store.tracking import CELL_KEY, PARENT, ROLE, Tracker, retry
 from benchmark.suite import NO_FILTER
 
 AXIS_TAGS = ("dataset", "backbone", "defense", "attack", "seed")  # a run without a filter tag had no filter
@@ -77,14 +77,14 @@ def load_runs(tracking_uri: str | None, suite: str | None, run_id: str | None) -
             parent = _get_run(tracker, parent.data.tags[PARENT])
         if parent.data.tags.get(ROLE) != "parent":
             raise BenchmarkError(f"run {run_id} is not a benchmark suite run (no tag {ROLE}=parent)")
-        exp = _retry(lambda: client.get_experiment(parent.info.experiment_id))
+        exp = retry(lambda: client.get_experiment(parent.info.experiment_id))
         if suite and exp.name != suite:
             raise BenchmarkError(f"run {run_id} belongs to suite '{exp.name}', not '{suite}'")
         suite = exp.name
     else:
-        exp = _retry(lambda: client.get_experiment_by_name(suite))
+        exp = retry(lambda: client.get_experiment_by_name(suite))
         if exp is None:
-            known = sorted(e.name for e in _retry(lambda: client.search_experiments()) if e.name != "Default")
+            known = sorted(e.name for e in retry(lambda: client.search_experiments()) if e.name != "Default")
             hint = f"; suites with runs: {', '.join(known)}" if known else ""
             raise BenchmarkError(f"no runs of suite '{suite}' in {tracker.shown_uri}{hint}")
         latest = tracker.latest_parent(exp.experiment_id)
@@ -119,7 +119,7 @@ def _current_cells(tracker: Tracker, experiment_id: str, children: list[Any]) ->
 
 def _get_run(tracker: Tracker, run_id: str) -> Any:
     try:
-        return _retry(lambda: tracker.client.get_run(run_id))
+        return retry(lambda: tracker.client.get_run(run_id))
     except Exception:
         raise BenchmarkError(f"run {run_id} not found in {tracker.shown_uri}") from None
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from benchmark.core.errors import BenchmarkError
+from benchmark.core.files import unwritable
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ class Cache:
 
     def unwritable(self) -> str | None:
         """Why an entry cannot be written under the root (a file in the way, no permission), or None."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check."):
-                pass
-        except OSError as err:
-            return err.strerror or str(err)
-        return None
+        return unwritable(self.root)
+
+    def warn_if_unwritable(self) -> None:
+        """Said once per root (the cells then do not repeat it): what a run trains is kept, but trained again."""
+        problem = self.unwritable()
+        if problem and str(self.root) not in _WARNED:
+            _WARNED.add(str(self.root))
+            log.warning("warning: cache %s cannot be written (%s): what this run trains is kept in memory until it "
+                        "ends, and trained again by the next run", self.root, problem)
 
     def _keep_in_memory(self, kind: str, key: str, data: bytes, err: OSError) -> None:
         _IN_MEMORY[(str(self.root), kind, key)] = data

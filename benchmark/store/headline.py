@@ -11,6 +11,15 @@ import math
 from collections.abc import Mapping
 
 NOTE_TAG = "mlflow.note.content"  # MLflow's run and experiment description
+# the metrics that answer the benchmark's question, each with the short name a table gives it: the runs table's
+# columns, the terminal's summary table and the headline line all show these
+HEADLINE_METRICS = {
+    "clean_accuracy": "clean",
+    "poisoned_accuracy": "poisoned",
+    "accuracy_drop": "drop",
+    "attack_success_rate": "success",
+    "robust_accuracy": "robust",
+}
 SIGNIFICANT_DIGITS = 6  # float32 carries ~7 digits; 6 drop the noise (0.92500001 -> 0.925) and keep the value
 
 

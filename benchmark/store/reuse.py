@@ -22,9 +22,9 @@ from benchmark.store.tracking import (
     PARENT,
     ROLE,
     Tracker,
-    _local_sqlite_dir,
-    _retry,
     default_tracking_uri,
+    local_sqlite_dir,
+    retry,
 )
 
 CURRENT_FILTER = f"tags.`{CURRENT}` = 'true'"
@@ -33,7 +33,7 @@ CELLS_FILE = "cells.json"
 
 def finished_by_key(tracker: Tracker, experiment_id: str) -> dict[str, Any]:
     """The latest FINISHED cell run of each key in the experiment."""
-    runs = _retry(
+    runs = retry(
         lambda: tracker.client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{ROLE}` = 'cell' and attributes.status = 'FINISHED'",
@@ -48,16 +48,16 @@ def finished_keys_of_suite(tracking_uri: str | None, suite_name: str) -> set[str
     """The keys FINISHED in a suite's experiment (``run --dry-run``); none where the store or the experiment does
     not exist yet (nothing is created)."""
     uri = default_tracking_uri(tracking_uri)
-    if _local_sqlite_dir(uri) is not None and not Path(uri[len("sqlite:///"):]).is_file():
+    if local_sqlite_dir(uri) is not None and not Path(uri[len("sqlite:///"):]).is_file():
         return set()
     tracker = Tracker(uri, read_only=True)
-    exp = _retry(lambda: tracker.client.get_experiment_by_name(suite_name))
+    exp = retry(lambda: tracker.client.get_experiment_by_name(suite_name))
     return set(finished_by_key(tracker, exp.experiment_id)) if exp is not None else set()
 
 
 def current_runs(tracker: Tracker, experiment_id: str) -> list[Any]:
     """The runs marked current: one per cell of the suite file last run."""
-    return _retry(
+    return retry(
         lambda: tracker.client.search_runs([experiment_id], filter_string=CURRENT_FILTER, max_results=50000)
     )
 
@@ -68,9 +68,9 @@ def mark_current(tracker: Tracker, experiment_id: str, keys: Iterable[str]) -> i
     wanted = {latest[k].info.run_id for k in keys if k in latest}
     marked = {r.info.run_id for r in current_runs(tracker, experiment_id)}
     for rid in marked - wanted:
-        _retry(lambda r=rid: tracker.client.delete_tag(r, CURRENT))
+        retry(lambda r=rid: tracker.client.delete_tag(r, CURRENT))
     for rid in wanted - marked:
-        _retry(lambda r=rid: tracker.client.set_tag(r, CURRENT, "true"))
+        retry(lambda r=rid: tracker.client.set_tag(r, CURRENT, "true"))
     return len(wanted)
 
 
@@ -78,8 +78,8 @@ def mark_finished(tracker: Tracker, experiment_id: str, key: str, run_id: str) -
     """A cell run just FINISHED: it is its key's current run from now on (an older run of the key no longer is)."""
     for r in tracker.cell_runs(None, experiment_id, key):
         if r.info.run_id != run_id and CURRENT in r.data.tags:
-            _retry(lambda rid=r.info.run_id: tracker.client.delete_tag(rid, CURRENT))
-    _retry(lambda: tracker.client.set_tag(run_id, CURRENT, "true"))
+            retry(lambda rid=r.info.run_id: tracker.client.delete_tag(rid, CURRENT))
+    retry(lambda: tracker.client.set_tag(run_id, CURRENT, "true"))
 
 
 def cell_record(tracker: Tracker, experiment_id: str, parent_id: str, keys: Iterable[str]) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def log_cell_record(tracker: Tracker, parent_id: str, record: dict[str, Any]) ->
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / CELLS_FILE
         path.write_text(json.dumps(record, indent=1, sort_keys=True))
-        _retry(lambda: tracker.client.log_artifact(parent_id, str(path)))
+        retry(lambda: tracker.client.log_artifact(parent_id, str(path)))
     now = int(time.time() * 1000)
     metrics = [Metric(f"cells_{k}", len(record[k]), now, 0) for k in ("ran", "reused")]
-    _retry(lambda: tracker.client.log_batch(parent_id, metrics=metrics))
+    retry(lambda: tracker.client.log_batch(parent_id, metrics=metrics))

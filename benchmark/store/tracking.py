@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from benchmark.core.errors import BenchmarkError
+from benchmark.core.files import unwritable
 from benchmark.core.signals import deferred
-from benchmark.store.headline import NOTE_TAG, headline, rounded
+from benchmark.store.headline import HEADLINE_METRICS, NOTE_TAG, headline, rounded
 
 T = TypeVar("T")
 
@@ -41,7 +42,6 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # the link that opens it (?viewStateShareKey=...).
 VIEW_KEY = "benchmark"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-HEADLINE_COLUMNS = ("poisoned_accuracy", "clean_accuracy", "accuracy_drop", "attack_success_rate", "robust_accuracy")
 SORT_METRIC = "accuracy_drop"  # the damage every cell has; targeted attacks' success is a column beside it
 DESCRIPTION_COLUMN = "attributes.`Description`"  # MLflow 3's key for the runs table's Description column
 
@@ -66,13 +66,13 @@ def default_tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-def _local_sqlite_dir(uri: str) -> Path | None:
+def local_sqlite_dir(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///") :]).parent
     return None
 
 
-def _retry(fn: Callable[[], T], attempts: int = 40) -> T:
+def retry(fn: Callable[[], T], attempts: int = 40) -> T:
     """sqlite allows one writer at a time: two `benchmark run` processes retry instead of losing a write."""
     for i in range(attempts):
         try:
@@ -160,7 +160,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        local = _local_sqlite_dir(self.uri)
+        local = local_sqlite_dir(self.uri)
         if read_only and local is not None and not Path(self.uri[len("sqlite:///") :]).is_file():
             raise BenchmarkError(f"tracking store {self.shown_uri} does not exist; run a suite first")
         try:
@@ -170,7 +170,7 @@ class Tracker:
             # opening a new sqlite store creates and migrates it: two runs started at once would both try
             with _store_lock(None if read_only else self.uri):
                 self.client = MlflowClient(tracking_uri=self.uri)
-                _retry(lambda: self.client.search_experiments(max_results=1))
+                retry(lambda: self.client.search_experiments(max_results=1))
         except Exception as err:
             raise BenchmarkError(f"tracking URI {self.shown_uri} cannot be reached: {_first_line(err)[:200]}") from None
         self.artifact_root = local / "artifacts" if local is not None else None
@@ -183,27 +183,27 @@ class Tracker:
     # experiments and parents
     def experiment_id(self, suite_name: str, description: str | None = None) -> str:
         """The suite's experiment, created as a model-training experiment; ``description`` becomes its note."""
-        exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
+        exp = retry(lambda: self.client.get_experiment_by_name(suite_name))
         if exp is None:
             location = (self.artifact_root / suite_name).resolve().as_uri() if self.artifact_root else None
             try:
-                _retry(lambda: self.client.create_experiment(suite_name, artifact_location=location))
+                retry(lambda: self.client.create_experiment(suite_name, artifact_location=location))
             except Exception:  # another process created it first
-                if _retry(lambda: self.client.get_experiment_by_name(suite_name)) is None:
+                if retry(lambda: self.client.get_experiment_by_name(suite_name)) is None:
                     raise
-            exp = _retry(lambda: self.client.get_experiment_by_name(suite_name))
+            exp = retry(lambda: self.client.get_experiment_by_name(suite_name))
         wanted = {EXPERIMENT_KIND[0]: exp.tags.get(EXPERIMENT_KIND[0], EXPERIMENT_KIND[1]), VIEW_TAG: _cells_view()}
         if description:
             wanted[NOTE_TAG] = description.strip()
         for key, value in wanted.items():
             if exp.tags.get(key) != value:
-                _retry(lambda k=key, v=value: self.client.set_experiment_tag(exp.experiment_id, k, v))
+                retry(lambda k=key, v=value: self.client.set_experiment_tag(exp.experiment_id, k, v))
         return exp.experiment_id
 
     def latest_parent(self, experiment_id: str, version: str | None = None) -> str | None:
         """The latest parent run (of one suite version, when given)."""
         where = f"tags.`{ROLE}` = 'parent'" + (f" and tags.`{SUITE_HASH}` = '{version}'" if version else "")
-        runs = _retry(
+        runs = retry(
             lambda: self.client.search_runs(
                 [experiment_id],
                 filter_string=where,
@@ -216,20 +216,17 @@ class Tracker:
     def check_writable(self, experiment_id: str) -> None:
         """A write to the store and one to the experiment's artifact folder (when local), before any run exists."""
         try:
-            _retry(lambda: self.client.set_experiment_tag(experiment_id, "benchmark.last_write_check", str(time.time())))
+            retry(lambda: self.client.set_experiment_tag(experiment_id, "benchmark.last_write_check", str(time.time())))
         except Exception as err:
             raise BenchmarkError(f"tracking store {self.shown_uri} cannot be written: {_first_line(err)}") from None
-        location = _retry(lambda: self.client.get_experiment(experiment_id)).artifact_location or ""
+        location = retry(lambda: self.client.get_experiment(experiment_id)).artifact_location or ""
         parsed = urlparse(location)
         if parsed.scheme not in ("", "file"):
             return  # a remote artifact store: its first write is the parent's suite file, checked in start_parent
         folder = Path(unquote(parsed.path))
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check."):
-                pass
-        except OSError as err:
-            raise BenchmarkError(f"artifact store {folder} cannot be written: {err.strerror or err}") from None
+        reason = unwritable(folder)
+        if reason:
+            raise BenchmarkError(f"artifact store {folder} cannot be written: {reason}")
 
     def start_parent(
         self,
@@ -251,13 +248,13 @@ class Tracker:
         if resume:
             parent = self.latest_parent(exp, version)
             if parent is not None:
-                _retry(lambda: self.client.update_run(parent, status="RUNNING"))
+                retry(lambda: self.client.update_run(parent, status="RUNNING"))
                 return parent, True, note
             if self.latest_parent(exp) is not None:
                 note = (f"{suite_path} differs from the suite its latest parent run ran: starting a new parent run "
                         "(cells that earlier runs finished are reused, not run again; --rerun runs them again)")
         tags = {ROLE: "parent", SUITE: suite_name, SUITE_HASH: version, "mlflow.source.git.commit": git_commit()}
-        run = _retry(
+        run = retry(
             lambda: self.client.create_run(exp, run_name=f"{suite_name} · {time.strftime('%Y-%m-%d %H:%M')}",
                                            tags=tags)
         )
@@ -268,7 +265,7 @@ class Tracker:
             params.update({f"torch.backends.{k}": v for k, v in backend_flags().items()})
             params.update(extra)
             self._log_params(rid, params)
-            _retry(lambda: self.client.log_artifact(rid, str(suite_path)))
+            retry(lambda: self.client.log_artifact(rid, str(suite_path)))
         except Exception as err:  # nothing ran yet: close the parent and stop with one line
             try:
                 self.set_status(rid, "FAILED")
@@ -282,10 +279,10 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric("cells_failed", failed, now, 0), Metric("cells_total", total, now, 0)]
-        _retry(lambda: self.client.log_batch(run_id, metrics=metrics))
-        run = _retry(lambda: self.client.get_run(run_id))
-        _retry(lambda: self.client.set_tag(run_id, NOTE_TAG, self.parent_note(run_id, run.info.experiment_id)))
-        _retry(lambda: self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED"))
+        retry(lambda: self.client.log_batch(run_id, metrics=metrics))
+        run = retry(lambda: self.client.get_run(run_id))
+        retry(lambda: self.client.set_tag(run_id, NOTE_TAG, self.parent_note(run_id, run.info.experiment_id)))
+        retry(lambda: self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED"))
 
     def parent_note(self, parent_id: str, experiment_id: str) -> str:
         """The parent's description: a markdown table of its cells and their headlines, to compare at a glance."""
@@ -298,11 +295,11 @@ class Tracker:
         return "\n".join(lines)[:4900]
 
     def kill_parent(self, run_id: str) -> None:
-        _retry(lambda: self.client.set_terminated(run_id, "KILLED"))
+        retry(lambda: self.client.set_terminated(run_id, "KILLED"))
 
     # children
     def children(self, parent_id: str, experiment_id: str) -> list[Any]:
-        return _retry(
+        return retry(
             lambda: self.client.search_runs(
                 [experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'", max_results=50000
             )
@@ -318,10 +315,10 @@ class Tracker:
     def cell_runs(self, parent_id: str | None, experiment_id: str, key: str) -> list[Any]:
         """Every run of one cell key under a parent (``None``: under any parent of the experiment)."""
         where = f"tags.`{CELL_KEY}` = '{key}'" + (f" and tags.`{PARENT}` = '{parent_id}'" if parent_id else "")
-        return _retry(lambda: self.client.search_runs([experiment_id], filter_string=where, max_results=50000))
+        return retry(lambda: self.client.search_runs([experiment_id], filter_string=where, max_results=50000))
 
     def set_status(self, run_id: str, status: str) -> None:
-        _retry(lambda: self.client.set_terminated(run_id, status))
+        retry(lambda: self.client.set_terminated(run_id, status))
 
     def mark_orphans(self, parent_id: str, experiment_id: str) -> int:
         """RUNNING children whose process is gone (see ``leases.owner_alive``) become KILLED; returns how many."""
@@ -345,7 +342,7 @@ class Tracker:
         n = 0
         for r in self.children(parent_id, experiment_id):
             if r.info.status == "RUNNING" and is_mine(r.data.tags):
-                _retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
+                retry(lambda rid=r.info.run_id: self.client.set_terminated(rid, "KILLED"))
                 n += 1
         return n
 
@@ -359,7 +356,7 @@ class Tracker:
             **owner_tags(),
             **cell.tags(),
         }
-        run = _retry(lambda: self.client.create_run(experiment_id, run_name=cell.title(), tags=tags))
+        run = retry(lambda: self.client.create_run(experiment_id, run_name=cell.title(), tags=tags))
         rid = run.info.run_id
         self._log_params(rid, cell.flat_params())
         return rid
@@ -379,8 +376,8 @@ class Tracker:
         extra_params = record.results  # outcomes that are not numbers; the inputs were logged at the start
         for i in range(0, len(metrics), 900):
             chunk = metrics[i : i + 900]
-            _retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
-        _retry(lambda: self.client.log_batch(run_id, tags=tags, params=[Param(k, str(v)) for k, v in extra_params.items()]))
+            retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+        retry(lambda: self.client.log_batch(run_id, tags=tags, params=[Param(k, str(v)) for k, v in extra_params.items()]))
         artifacts = dict(record.artifacts)
         if record.logs:
             artifacts["cell_log.txt"] = ("\n".join(record.logs) + "\n").encode()
@@ -390,8 +387,8 @@ class Tracker:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, data in artifacts.items():
                     (Path(tmp) / name).write_bytes(data)
-                _retry(lambda: self.client.log_artifacts(run_id, tmp))
-        _retry(lambda: self.client.set_terminated(run_id, status or record.status))
+                retry(lambda: self.client.log_artifacts(run_id, tmp))
+        retry(lambda: self.client.set_terminated(run_id, status or record.status))
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -399,7 +396,7 @@ class Tracker:
         items = [Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), 90):
             chunk = items[i : i + 90]
-            _retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+            retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
 
 
 def _cells_view() -> str:
@@ -407,7 +404,7 @@ def _cells_view() -> str:
 
     return json.dumps(
         {
-            "selectedColumns": [DESCRIPTION_COLUMN, *(f"metrics.`{m}`" for m in HEADLINE_COLUMNS)],
+            "selectedColumns": [DESCRIPTION_COLUMN, *(f"metrics.`{m}`" for m in HEADLINE_METRICS)],
             # a filter and a sort other than by start time make MLflow list the children flat, not folded;
             # one row per cell of the current suite, whichever parent ran it (benchmark/store/reuse.py)
             "searchFilter": f"tags.`{CURRENT}` = 'true'",

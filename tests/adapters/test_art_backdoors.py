@@ -3,7 +3,6 @@ of a briefly trained small CNN, where each must raise triggered success above th
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from conftest import mnist_path
@@ -187,7 +186,7 @@ def test_art_clean_label_backdoor_draws_rows_with_replacement_and_never_all(ctx)
     from art.attacks.poisoning import PoisoningAttackCleanLabelBackdoor
 
     from adapters.attacks.art_backdoors import _backdoor
-    from adapters.attacks.art_poisoning import _numpy_seed, art_classifier
+    from adapters.attacks.art_estimator import art_classifier, numpy_seed
 
     trigger = ArtCleanLabelBackdoor(patch_size=2).trigger((3, 12, 12), torch.Generator().manual_seed(0))
     x = ctx.x_train[ctx.y_train == 1][:20].numpy()
@@ -195,7 +194,7 @@ def test_art_clean_label_backdoor_draws_rows_with_replacement_and_never_all(ctx)
     attack = PoisoningAttackCleanLabelBackdoor(_backdoor(trigger), art_classifier(ctx), target, pp_poison=0.99,
                                                eps=0.05, eps_step=0.05, max_iter=1)
     attack.attack.set_params(verbose=False)
-    with _numpy_seed(0):
+    with numpy_seed(0):
         poisoned, _ = attack.poison(x, y=np.tile(target, (20, 1)))
     changed = int((np.abs(poisoned - x).reshape(20, -1).max(axis=1) > 0).sum())
     assert changed < 19  # int(0.99 * 20) = 19 draws, some of them repeated

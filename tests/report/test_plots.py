@@ -27,7 +27,7 @@ def _runs(values: dict[tuple[str, str], float], seeds: tuple[str, ...] = ("0",))
 def captured(monkeypatch):
     """The matplotlib figures the plot functions draw, instead of their PNG bytes."""
     figs = []
-    monkeypatch.setattr(plots, "_render", lambda fig: figs.append(fig) or (b"png", b"svg"))
+    monkeypatch.setattr(plots, "render_figure", lambda fig: figs.append(fig) or (b"png", b"svg"))
     return figs
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.report.stats import (
+from benchmark.core.stats import (
     bootstrap_mean,
     crossing,
     equivalence_p,
