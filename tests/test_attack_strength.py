@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import mnist_path
 
-from benchmark.cell.per_example import PER_TARGET
+from benchmark.cell.per_example_artifacts import PER_TARGET
 from benchmark.cell.pipeline import RunOptions, run_cell
 from benchmark.core.stats import mcnemar_exact
 from benchmark.suite import expand, parse_suite

@@ -9,7 +9,7 @@ import io
 import pytest
 from conftest import tiny_suite
 
-from benchmark.cell.per_example import (
+from benchmark.cell.per_example_artifacts import (
     PER_TARGET,
     PER_TARGET_COLUMNS,
     TEST_CORRECT,

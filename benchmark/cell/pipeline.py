@@ -41,7 +41,7 @@ from benchmark.cell.attack_cache import attack_key, cached_attack
 from benchmark.cell.backdoor import backdoor_stage, has_trigger
 from benchmark.cell.filter_stage import filtered_heads_stage
 from benchmark.cell.keys import backbone_key, feature_key
-from benchmark.cell.per_example import outcome_artifacts
+from benchmark.cell.per_example_artifacts import outcome_artifacts
 from benchmark.cell.training import evaluate_accuracy, robust_accuracy, train_backbone
 from benchmark.core.registry import REGISTRY
 from benchmark.core.stats import accuracy, wilson_interval
