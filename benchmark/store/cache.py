@@ -5,8 +5,8 @@ A cache that cannot be written (a read-only folder, a path that is a file, a dis
 work: the entry is kept in this process's memory for the rest of the run, with one warning per cache folder.
 
 Entries are keyed by a hash of everything that determines them (see ``benchmark/cell/keys.py``), written atomically
-(temp file then rename, so a crash never leaves a half-written entry under the final name), checksummed (sha256 in a sidecar
-file; a truncated or corrupt entry is reported, deleted and rebuilt, never loaded), and read back with
+(temp file then rename, so a crash never leaves a half-written entry under the final name), checksummed (sha256 in a
+sidecar file; a truncated or corrupt entry is reported, deleted and rebuilt, never loaded), and read back with
 ``torch.load(weights_only=True)`` so a cache file cannot run code.
 """
 
