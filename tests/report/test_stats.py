@@ -1,4 +1,5 @@
-"""The report's statistics: exact McNemar, paired bootstrap, equivalence, Holm, n to decide, curve crossings."""
+"""Every statistic: the t interval over seeds, Wilson, exact McNemar, paired bootstrap, equivalence, Holm, n to decide,
+curve crossings."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from benchmark.core.stats import (
     equivalence_p,
     holm,
     mcnemar_exact,
+    mean_ci,
     n_to_decide,
+    wilson_interval,
 )
 
 
@@ -84,3 +87,19 @@ def test_bootstrap_p_goes_below_its_resampling_floor_for_a_clear_effect():
     assert holm([est.p] + [0.5] * 199)[0] < 1e-6
     weak = bootstrap_mean(np.random.default_rng(4).normal(0.1, 1.0, 400), samples=999)  # z = 2: resamples cross 0
     assert 2 / 1000 < weak.p < 0.2
+
+
+def test_mean_ci_is_the_t_interval_for_any_number_of_seeds():
+    # 12 seeds: the t quantile with 11 degrees of freedom (2.201), not the normal one (1.960)
+    values = [0.1 * i for i in range(12)]
+    mean, std, low, high = mean_ci(values)
+    assert mean == pytest.approx(0.55) and std == pytest.approx(0.3605551)
+    assert (high - mean) == pytest.approx(2.200985 * std / math.sqrt(12), rel=1e-6)
+    assert mean_ci([0.3]) == (0.3, 0.0, 0.3, 0.3)
+
+
+def test_wilson_interval_matches_its_closed_form():
+    # 8 successes of 10 at 95%: (0.4902, 0.9433), Wilson (1927)
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == pytest.approx((0.490162, 0.943318), abs=1e-6)
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
