@@ -345,8 +345,10 @@ class ArtSvmFeatureSpace(Attack):
         g = ctx.generator()
         rows = rows[torch.randperm(len(rows), generator=g)]
         # the attacker's own split of the training set: a surrogate training subset and a held-out validation set
-        n_val = min(p.num_val, len(rows) // 2)
-        val_rows, sur_rows = rows[:n_val], rows[n_val:][: p.max_train]
+        if p.num_val > len(rows) // 2:  # refused, not lowered: the run's num_val must be the number used
+            raise ParamError(f"attack '{self.name}': num_val {p.num_val} is more than half of the {len(rows)} training "
+                             f"rows of classes {p.class_a} and {p.class_b}; lower num_val")
+        val_rows, sur_rows = rows[: p.num_val], rows[p.num_val :][: p.max_train]
         sur_rows = sur_rows.sort().values
         f = ctx.f_train.double().numpy()
         binary = (ctx.y_train == p.class_b).long().numpy()  # class_a -> 0, class_b -> 1

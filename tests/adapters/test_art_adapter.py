@@ -106,6 +106,12 @@ def test_svm_feature_space_trials(ctx):
     assert_unchanged(ctx, snap)
 
 
+def test_svm_feature_space_refuses_a_validation_set_it_cannot_hold(ctx):
+    rows = int(torch.isin(ctx.y_train, torch.tensor([0, 1])).sum())
+    with pytest.raises(ParamError, match=rf"num_val {rows} is more than half of the {rows} training rows"):
+        ArtSvmFeatureSpace(num_poisons=3, max_iter=5, num_val=rows)(ctx)
+
+
 @pytest.mark.parametrize(
     "cls, kw, key",
     [
