@@ -122,6 +122,9 @@ class PoisonFrog(TargetedAttack):
             "mean_initial_feature_distance": float(d0_all.mean()),
             "mean_target_feature_norm": float(target_feats.norm(dim=1).mean()),
         }
+        if p.variant == "code":  # what the pool allowed: fewer than chunk_size base images make one smaller chunk
+            info["chunks_per_target"] = float(len(units) // len(targets))
+            info["poisons_per_target"] = float(len(units[0][1]))
         return PoisonResult(trials=trials, targeted=True, info=info)
 
     def _optimise(

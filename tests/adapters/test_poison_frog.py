@@ -95,6 +95,10 @@ def test_code_variant_chunks(ctx):
     # the chosen chunk has the smallest total distance: trying only the first chunk cannot do better
     first_only = PoisonFrog(variant="code", chunk_size=16, max_chunks=1, num_targets=2, eps=EPS, steps=5)(ctx)
     assert result.info["mean_feature_distance"] <= first_only.info["mean_feature_distance"] + 1e-6
+    assert result.info["chunks_per_target"] == len(chunks) and first_only.info["chunks_per_target"] == 1
+    # a pool smaller than one chunk is one smaller chunk, and the result says how many poisons that made
+    small = PoisonFrog(variant="code", chunk_size=len(base_rows) + 5, num_targets=1, eps=EPS, steps=2)(ctx)
+    assert small.info["poisons_per_target"] == len(small.trials[0].indices) == len(base_rows)
 
 
 def test_sign_pgd_respects_ball_and_range():
