@@ -151,7 +151,9 @@ def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[f
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 (or all) successes the bound is 0 (1) exactly; centre - half would leave a float residue there
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    return low, (1.0 if successes == trials else min(1.0, centre + half))
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float, float]:

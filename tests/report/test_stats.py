@@ -102,4 +102,5 @@ def test_wilson_interval_matches_its_closed_form():
     # 8 successes of 10 at 95%: (0.4902, 0.9433), Wilson (1927)
     low, high = wilson_interval(8, 10)
     assert (low, high) == pytest.approx((0.490162, 0.943318), abs=1e-6)
-    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    # no float residue at the ends, for any number of trials
+    assert all(wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0 for n in range(1, 200))
