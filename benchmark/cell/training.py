@@ -157,9 +157,9 @@ def train_backbones(
     order, adversarial examples, loss and optimizer state, so each ends as it would alone up to float rounding. A
     member that stops keeps the weights of its last epoch; the others train on without it.
     """
-    defenses = [m.built_defense() for m in members]
     if not members:
         raise ValueError("train_backbones needs at least one member")
+    defenses = [m.built_defense() for m in members]
     if len(members) > 1:
         problem = why_not_groupable([m.backbone for m in members], defenses)
         if problem:

@@ -28,8 +28,8 @@ def _suite(smoke: dict, group: bool) -> dict:
 def _run(tmp_path, smoke: dict, group: bool) -> dict[str, tuple]:
     where = tmp_path / str(group)
     where.mkdir()
-    summary = run_suite(write_suite(where, _suite(smoke, group)), device="cpu", tracking_uri=f"sqlite:///{where}/mlflow.db",
-                        cache_dir=str(where / "cache"), echo=lambda *_: None)
+    summary = run_suite(write_suite(where, _suite(smoke, group)), device="cpu",
+                        tracking_uri=f"sqlite:///{where}/mlflow.db", cache_dir=str(where / "cache"), echo=lambda *_: None)
     assert summary.failed == 0
     return {cell.title(): (rec.metrics, rec.curves) for cell, rec in summary.records}
 
