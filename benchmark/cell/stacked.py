@@ -4,8 +4,8 @@ paper's batch of 64 one VGG13 leaves most of a large GPU idle). Inputs and outpu
 member, ``(N * B, ...)``, so a defense and torchattacks see an ordinary batch.
 
 Groupable (``why_not_groupable`` names the reason otherwise): the same parameter shapes; no batch norm or dropout
-(their modes and running statistics do not vmap); the same batch size, optimizer, lr, momentum, weight decay,
-precision and replays; naive, FGSM or PGD training (cross-entropy on the batch the defense makes) without a random
+(their modes and running statistics do not vmap); the same batch size, optimizer, lr, momentum, weight decay and
+precision; naive, FGSM or PGD training (cross-entropy on the batch the defense makes) without a random
 start and with ``adv_fraction`` 0 or 1 (a random draw or a part-adversarial batch would differ from the member's
 own); ``compile`` off.
 """

@@ -205,7 +205,7 @@ def _loop(
     curves, the divergence check and the early stop. ``trainer`` makes the steps of one backbone or of a stack."""
     xd, yd = data
     n, p = len(xd), defenses[0].params
-    replays = defenses[0].replays()  # one per group: the same defense kinds, whose replays are 1
+    replays = defenses[0].replays()  # a group's defenses (naive, FGSM, PGD) all replay once
     n_epochs = [math.ceil(d.params.max_epochs / replays) for d in defenses]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     runs = [_Run() for _ in seeds]
@@ -233,12 +233,12 @@ def _loop(
                     trainer.opt.step()
                     loss_sum += losses.detach() * idx.shape[1]
                     correct += hits
+            epoch_loss, epoch_correct = loss_sum.tolist(), correct.tolist()  # syncs: the epoch's time includes its end
             seconds = time.perf_counter() - start
             finished = []
             for row, m in enumerate(active):
                 run = runs[m]
-                # .item() syncs, after the epoch's last step
-                run.add(loss_sum[row].item() / (n * replays), correct[row].item() / (n * replays), seconds)
+                run.add(epoch_loss[row] / (n * replays), epoch_correct[row] / (n * replays), seconds)
                 if not math.isfinite(run.curves["train_loss"][-1]):
                     raise TrainingDiverged(_diverged(defenses[m], epoch, run, seeds[m] if len(seeds) > 1 else None))
                 if run.curves["train_acc"][-1] > defenses[m].params.stop_at or epoch + 1 == n_epochs[m]:
