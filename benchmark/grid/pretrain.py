@@ -85,26 +85,32 @@ def _train_group(cells: list[Cell], external: Dataset, cache: Cache, opts: RunOp
         results = train_backbones(members, external.train.x, external.train.y, device, opts.progress,
                                   classes=external.classes)
     except torch.OutOfMemoryError:
-        del members
-        torch.cuda.empty_cache()
-        half = len(cells) // 2
-        log.warning("group_backbones: %d backbones do not fit on %s together; trying %d and %d", len(cells),
-                    device, half, len(cells) - half)
-        for part in (cells[:half], cells[half:]):
-            if len(part) > 1:
-                _train_group(part, external, cache, opts)
-            else:
-                log.info("group_backbones: %s trains alone in its cell (out of memory in a group)", _name(part[0]))
-        return
+        results = None  # split below, once the traceback (and the stack it holds on the device) is gone
     except Exception as err:  # the cells train their backbones themselves, and a real fault fails them there
         log.warning("group_backbones: the group of %s failed (%s: %s); its backbones train alone in their cells",
                     ", ".join(_name(c) for c in cells), type(err).__name__, err)
+        return
+    if results is None:
+        del members
+        _split(cells, external, cache, opts)
         return
     seconds = time.perf_counter() - t0
     for cell, member, result in zip(cells, members, results, strict=True):
         store_trained(cache, cell, member.backbone, result, seconds, external, device, group_size=len(cells))
     log.info("group_backbones: trained %s as one group in %.1f s; cached", ", ".join(_name(c) for c in cells),
              seconds)
+
+
+def _split(cells: list[Cell], external: Dataset, cache: Cache, opts: RunOptions) -> None:
+    torch.cuda.empty_cache()
+    half = len(cells) // 2
+    log.warning("group_backbones: %d backbones do not fit on %s together; trying %d and %d", len(cells), opts.device,
+                half, len(cells) - half)
+    for part in (cells[:half], cells[half:]):
+        if len(part) > 1:
+            _train_group(part, external, cache, opts)
+        else:
+            log.info("group_backbones: %s trains alone in its cell (out of memory in a group)", _name(part[0]))
 
 
 class _Data:
