@@ -58,3 +58,28 @@ def test_group_backbones_setting_resolves_or_refuses():
     assert not grouping_on("auto", "cuda", "ray")
     with pytest.raises(SuiteError, match="local executor"):
         grouping_on(True, "cuda", "ray")
+
+
+def test_a_group_out_of_memory_is_split(tmp_path, smoke_dict, monkeypatch, caplog):
+    import torch
+
+    from benchmark.cell.pipeline import RunOptions
+    from benchmark.grid import pretrain
+    from benchmark.store.cache import Cache
+    from benchmark.suite import expand, parse_suite
+
+    d = _suite(smoke_dict, True)
+    del d["backbones"]["bn"]
+    cells = expand(parse_suite(d))
+    assert len(cells) == 2  # naive and PGD of one architecture and settings: one group
+
+    def no_room(members, *args, **kwargs):
+        raise torch.OutOfMemoryError("no room")
+
+    monkeypatch.setattr(pretrain, "train_backbones", no_room)
+    with caplog.at_level(logging.INFO, logger="benchmark.grid.pretrain"):
+        pretrain.pretrain_backbones(cells, RunOptions(cache_dir=str(tmp_path / "cache")))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("2 backbones do not fit on cpu together; trying 1 and 1" in line for line in lines)
+    assert sum("trains alone in its cell (out of memory in a group)" in line for line in lines) == 2
+    assert not Cache(str(tmp_path / "cache")).entries()  # left to the cells
