@@ -1,4 +1,4 @@
-"""N backbones at batch 64: one grouped (vmapped) training vs N trainings one after another, same per-model weights.
+"""N backbones at batch 64: trained as one vmapped stack (``train_backbones``) vs one after another, same weights.
 
 The target (N/2 times faster grouped) is a GPU one, where one model at batch 64 leaves the card idle; on 2 CPU cores
 one model already fills the cores, so the ratio printed here is not the GPU's (docs/performance.md)."""
@@ -9,8 +9,7 @@ import torch
 from conftest import peak_rss_mb, report, timed
 
 from adapters.backbones import build_backbone
-from benchmark.cell.grouped import Member, train_group
-from benchmark.cell.training import train_backbone
+from benchmark.cell.training import Member, train_backbone, train_backbones
 
 N, BATCH = 4, 64
 PARAMS = {"max_epochs": 1, "stop_at": 1.0, "batch_size": BATCH, "lr": 1e-3, "eps": 8 / 255, "steps": 3}
@@ -37,7 +36,7 @@ def test_grouped_vs_sequential(benchmark, problem):
 
     def grouped() -> list[Member]:
         members = [Member(_model(s), "pgd", PARAMS, s) for s in range(N)]
-        train_group(members, x, y)
+        train_backbones(members, x, y, progress=False)
         return members
 
     sequential(), grouped()  # warm-up

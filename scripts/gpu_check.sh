@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check: scripts/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--skip SECTION ...]
 # Installs the carried wheels (.whl/, filled by scripts/gpu_wheels.sh) into /tmp/site when the project's imports are
-# missing, then runs benchmark/devicecheck.py: the cuda tests, every throughput figure, suites/gpu-check.yaml end to
+# missing, then runs scripts/device_check.py: the cuda tests, every throughput figure, suites/gpu-check.yaml end to
 # end into an MLflow store under OUT_DIR, and OUT_DIR/figures.json + calibration.json. See docs/performance.md.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: scripts/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--skip SECTION ...]" >&2; exit 2; }
@@ -17,4 +17,4 @@ fi
 if [ ! -f .data/mnist_subset.npz ] && [ -f ../shared/data/mnist_subset.npz ]; then
   mkdir -p .data && cp ../shared/data/mnist_subset.npz .data/
 fi
-exec "$PY" -m benchmark.devicecheck "$@"
+exec "$PY" scripts/device_check.py "$@"

@@ -16,8 +16,7 @@ from adapters.attacks.poison_frog import PoisonFrog
 from adapters.backbones import build_backbone, feature_extractor
 from adapters.heads.base import accuracy, fit_head, fit_heads
 from adapters.heads.refit import RowEdit, refit_heads
-from benchmark.cell.grouped import Member, train_group
-from benchmark.cell.training import train_backbone
+from benchmark.cell.training import Member, train_backbone, train_backbones
 
 pytestmark = [
     pytest.mark.cuda,
@@ -175,7 +174,7 @@ def test_grouped_training_on_cuda_matches_sequential(no_tf32):
         train_backbone(model, x, y, defense, {**common, **extra}, device=CUDA, seed=seed, progress=False)
         sequential.append(model)
     members = [Member(_model(seed=seed), defense, {**common, **extra}, seed) for defense, extra, seed in specs]
-    train_group(members, x, y, device=CUDA)
+    train_backbones(members, x, y, device=CUDA, progress=False)
     for model, member, (_, _, seed) in zip(sequential, members, specs, strict=True):
         assert _relative_gap(_model(seed=seed), model, member.backbone) < 0.05  # unrelated runs: ~1
 
@@ -186,7 +185,7 @@ def test_grouped_bf16_on_cuda_stays_close_to_sequential():
     common = {"max_epochs": 2, "batch_size": 64, "lr": 1e-3, "stop_at": 1.0}
     results = [train_backbone(_model(seed=s), x, y, "naive", common, device=CUDA, seed=s, progress=False)
                for s in (0, 1)]
-    grouped = train_group([Member(_model(seed=s), "naive", common, s) for s in (0, 1)], x, y, device=CUDA)
+    grouped = train_backbones([Member(_model(seed=s), "naive", common, s) for s in (0, 1)], x, y, CUDA, progress=False)
     for a, b in zip(results, grouped, strict=True):
         for la, lb in zip(a.curves["train_loss"], b.curves["train_loss"], strict=True):
             assert abs(la - lb) < 0.02 * la

@@ -1,34 +1,37 @@
-"""The device check, rehearsed on the CPU: scripts/gpu_check.sh --device cpu --quick writes every figure, the
-calibration and the MLflow store; the wheel list carries what the GPU image lacks and never ray."""
+"""The device check, rehearsed on the CPU in this process (a second start-up of torch and MLflow costs more than the
+check itself on 2 busy cores): ``main --quick`` at the smallest sizes writes the figures and the calibration; the
+quick suite it runs is a valid grid of small CNNs trained in groups; the wheel list carries what the GPU image lacks
+and never ray. Left to the rehearsal of docs/performance.md: scripts/gpu_check.sh's installs, the suite run (its
+``benchmark run`` and ``report`` are tested elsewhere), the cuda tests and the worker processes."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tarfile
+from dataclasses import replace
 
 import pytest
 from conftest import ROOT, mnist_path
 
+sys.path.insert(0, str(ROOT / "scripts"))  # the device check's modules, as scripts/device_check.py imports them
+import device_check  # noqa: E402
+from device_check_sections import quick_suite  # noqa: E402
+from device_check_training import QUICK  # noqa: E402
 
-@pytest.mark.slow
-def test_quick_check_end_to_end(tmp_path):
-    mnist_path()  # the suite reads the real MNIST subset
+# QUICK's code paths at the smallest sizes that still give every figure
+TINY = replace(QUICK, window_s=0.01, matmul_n=64, num_classes=3, attack_targets=2, refits=4, refit_rows=60)
+
+
+def test_quick_check_writes_every_figure(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(device_check, "QUICK", TINY)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable}
-    # the cuda tests are this test's siblings (pytest in pytest would only skip them); the worker processes cost
-    # their start-up on 2 CPU cores, and the rehearsal in docs/performance.md runs them
-    proc = subprocess.run(
-        ["bash", "scripts/gpu_check.sh", str(out), "--device", "cpu", "--quick", "--skip", "tests", "processes"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["calibration.json", "check.log", "figures.json", "store.tar.gz"]
+    rc = device_check.main([str(out), "--device", "cpu", "--quick", "--skip", "tests", "processes", "suite"])
     figs = json.loads((out / "figures.json").read_text())
+    assert rc == 0, figs["skipped"]
+    assert {"calibration.json", "figures.json"} <= {p.name for p in out.iterdir()}
     assert figs["meta"]["device"] == "cpu" and figs["meta"]["quick"] is True
-    assert set(figs["skipped"]) == {"tests", "processes", "compile"}
+    assert set(figs["skipped"]) == {"tests", "processes", "suite", "compile"}
     assert figs["peak"]["tflops"] > 0
     pgd = figs["training"]["small_cnn/pgd"]
     assert pgd[f"batch{pgd['best_batch']}_float32_eager"]["images_per_second"] > 0
@@ -43,16 +46,21 @@ def test_quick_check_end_to_end(tmp_path):
     assert figs["attacks"]["adv_poison"]["image_steps_per_second"] > 0
     assert figs["refits"]["max_train_accuracy_difference"] <= 0.01 and figs["refits"]["speedup"] > 0
     assert figs["grouped"]["models"] == 2 and figs["grouped"]["speedup_over_sequential"] > 0
-    suite = figs["suite"]
-    assert suite["run_exit_code"] == 0 and suite["report_exit_code"] == 0
-    assert any("FINISHED" in line for line in suite["table"])
-    with tarfile.open(out / "store.tar.gz") as tar:
-        names = tar.getnames()
-    assert "mlflow.db" in names and "report/gpu-check/report.md" in names
-    assert any(n.startswith("artifacts/") for n in names)
     cal = json.loads((out / "calibration.json").read_text())
     assert cal["card"] == figs["meta"]["card"] and cal["passes_per_second"]["small_cnn"] == row["passes_per_second"]
     assert figs["paper_estimate"][0].startswith("estimated time:") and cal["card"] in figs["paper_estimate"][0]
+
+
+def test_quick_suite_is_a_small_grouped_grid(tmp_path):
+    from benchmark.suite import expand, load_suite, parse_only
+
+    mnist_path()  # the suite reads the real MNIST subset
+    suite = load_suite(quick_suite(tmp_path, QUICK))
+    cells = expand(suite, parse_only(list(QUICK.suite_only)))
+    assert cells and {c.backbone.name for c in cells} == {"small_cnn"}
+    assert {c.defense.name for c in cells} == {"naive", "pgd"} and {c.attack.name for c in cells} == {"none"}
+    assert suite.resources.group_backbones is True
+    assert all(c.external.train_limit == 64 and c.defense.params["max_epochs"] == 1 for c in cells)
 
 
 def test_wheel_list_carries_what_the_gpu_image_lacks():

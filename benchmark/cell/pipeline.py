@@ -26,23 +26,19 @@ from adapters.attacks.base import (
     PoisonResult,
     run_attack,
 )
-from adapters.backbones import (
-    Backbone,
-    build_backbone,
-    extract_features,
-    feature_extractor,
-)
+from adapters.backbones import extract_features, feature_extractor
 from adapters.datasets import Dataset, load_data
 from adapters.heads.base import fit_head
 from adapters.heads.linear import HeadOnFeatures, LinearHead
 from adapters.heads.refit import RowEdit, refit_heads
 from benchmark.cell.artifacts import label_flip_artifacts, poison_artifacts
 from benchmark.cell.attack_cache import attack_key, cached_attack
+from benchmark.cell.backbone_stage import backbone_stage
 from benchmark.cell.backdoor import backdoor_stage, has_trigger
 from benchmark.cell.filter_stage import filtered_heads_stage
 from benchmark.cell.keys import backbone_key, feature_key
 from benchmark.cell.per_example_artifacts import outcome_artifacts
-from benchmark.cell.training import evaluate_accuracy, robust_accuracy, train_backbone
+from benchmark.cell.training import robust_accuracy
 from benchmark.core.registry import REGISTRY
 from benchmark.core.stats import accuracy, wilson_interval
 from benchmark.store.cache import Cache
@@ -157,7 +153,7 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     """The stages in order; each returns what the next needs and the metrics it measured, which land in the record
     at once (a failed cell keeps those of the stages before the failure)."""
     device = torch.device(opts.device)
-    torch.manual_seed(cell.seed)  # the backbone's initial weights
+    torch.manual_seed(cell.seed)  # any randomness of a dataset; the backbone's initial weights are seeded again
     cache = Cache(opts.cache_dir)
     m = rec.metrics
 
@@ -201,60 +197,6 @@ def _run(cell: Cell, opts: RunOptions, rec: Record) -> None:
     rec.artifacts.update(poison_artifacts(task.x_train, result))
     rec.artifacts.update(label_flip_artifacts(task.y_train, result))
     rec.artifacts["budget_check.txt"] = (budget_line + "\n").encode()
-
-
-def backbone_stage(
-    cell: Cell, external: Dataset, cache: Cache, device: torch.device, progress: bool
-) -> tuple[Backbone, dict[str, list[float]], Metrics]:
-    """The backbone trained on the external data under the defense, from the cache when it holds it."""
-    bkey = backbone_key(cell)
-    backbone = build_backbone(cell.backbone.name, cell.backbone.params, num_classes=external.num_classes)
-    if backbone.pretrained:
-        log.info("external training skipped: backbone '%s' comes pretrained and frozen", cell.backbone.label)
-        return backbone, {}, {"external_training_skipped": 1.0}
-    stored = cache.load("backbone", bkey)
-    if stored is not None:
-        backbone.load_state_dict(stored["state_dict"])
-        meta = stored["meta"]
-        log.info("cache hit: backbone %s (%s, %s) reused, no training", bkey, cell.backbone.label, cell.defense.label)
-    else:
-        meta = _train(cell, backbone, external, device, progress)
-        cache.save("backbone", bkey, {"state_dict": backbone.cpu().state_dict(), "meta": meta}, meta=_meta_of(cell))
-        log.info("trained backbone %s in %.1f s (%d epochs); cached", bkey, meta["train_seconds"], meta["epochs"])
-    metrics = {
-        "backbone_cached": float(stored is not None),
-        "external_accuracy": float(meta["external_accuracy"]),
-        "train_epochs": float(meta["epochs"]),
-        "train_seconds": float(meta["train_seconds"]),
-        "train_images_per_second": float(meta["images_per_second"]),
-    }
-    return backbone, {k: list(v) for k, v in meta["curves"].items()}, metrics
-
-
-def _train(cell: Cell, backbone: Backbone, external: Dataset, device: torch.device, progress: bool) -> dict[str, Any]:
-    """Train ``backbone`` in place; what the cache keeps beside its weights."""
-    t0 = time.perf_counter()
-    result = train_backbone(
-        backbone,
-        external.train.x,
-        external.train.y,
-        cell.defense.name,
-        cell.defense.params,
-        device=device,
-        seed=cell.seed,
-        progress=progress,
-        classes=external.classes,
-    )
-    train_seconds = time.perf_counter() - t0
-    return {
-        "curves": result.curves,
-        "epochs": result.epochs,
-        "images_per_second": result.images_per_second,
-        "external_accuracy": evaluate_accuracy(
-            backbone, external.test.x, external.test.y, device, classes=result.classes
-        ),
-        "train_seconds": train_seconds,
-    }
 
 
 def feature_stage(
@@ -436,10 +378,3 @@ def robust_stage(
     }
 
 
-def _meta_of(cell: Cell) -> dict[str, Any]:
-    return {
-        "external": cell.external.name,
-        "backbone": cell.backbone.name,
-        "defense": cell.defense.name,
-        "seed": cell.seed,
-    }

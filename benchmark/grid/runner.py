@@ -15,6 +15,7 @@ from benchmark.core.errors import BenchmarkError, StoreError, SuiteError
 from benchmark.core.hashing import stable_hash
 from benchmark.grid.executors import make_executor
 from benchmark.grid.preflight import preflight
+from benchmark.grid.pretrain import grouping_on, pretrain_backbones
 from benchmark.store import leases, reuse
 from benchmark.store.cache import cache_root
 from benchmark.store.headline import HEADLINE_METRICS
@@ -76,11 +77,12 @@ def run_suite(
     again = rerun_keys(suite, cells, resume, rerun)
     preflight(suite, cells, str(suite_path), device, data_root, download=download, yes=yes)  # before any run exists
     dev = resolve_device(device or suite.device)
+    res = suite.resources
+    group = grouping_on(res.group_backbones, dev, executor or suite.executor)  # refused before any run exists
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name, suite.description)
     tracker.check_writable(exp)
     warn_unwritable_cache(cache_dir)  # after the store's checks: a run refused there creates no cache folder
-    res = suite.resources
     ex = make_executor(executor or suite.executor, address=address, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
     with signals.handled():
         ex.connect()  # an unreachable cluster fails here, before any run exists
@@ -93,9 +95,11 @@ def run_suite(
                 )
             grid = _Grid(tracker, lock, parent, exp, echo)
             grid.rerun, grid.suite_keys = again, [c.key for c in expand(suite)]
+            grid.group_backbones = group
             if note:
                 echo(note)
             summary = grid.plan(suite.name, cells, resumed, dev)
+            log.info("group_backbones: %s (%s on %s)", "on" if group else "off", res.group_backbones, dev)
             opts = RunOptions(device=dev, cache_dir=cache_dir, data_root=data_root, progress=progress)
             grid.run(ex, opts)
         finally:
@@ -134,6 +138,7 @@ class _Grid:
         self.summary: RunSummary | None = None
         self.rerun: set[str] = set()  # keys run again even if FINISHED under another parent
         self.suite_keys: list[str] = []  # every cell of the suite file (not only the --only slice)
+        self.group_backbones = False  # train the backbones of the plan in groups first (benchmark/grid/pretrain.py)
 
     def plan(self, name: str, cells: list[Cell], resumed: bool, device: str) -> RunSummary:
         """The cells with no FINISHED run in the experiment (for cells to rerun: under this parent); orphans of a
@@ -162,6 +167,8 @@ class _Grid:
         try:
             with leases.Heartbeat(self.tracker.client) as beat:
                 self.heartbeat = beat
+                if self.group_backbones:
+                    pretrain_backbones(self.todo, opts)
                 self._run(ex, self.todo, opts)
         except KeyboardInterrupt:
             with signals.shielded():  # a second Ctrl-C must not cut the clean-up short
@@ -287,8 +294,9 @@ def warn_unwritable_cache(cache_dir: str | None) -> None:
 
 
 def suite_hash(suite: Suite) -> str:
-    """The suite's meaning, comments and key order aside: a change starts a new parent run."""
-    return stable_hash(suite.model_dump(mode="json"))
+    """The suite's meaning, comments and key order aside: a change starts a new parent run. Whether backbones train
+    in groups is how, not what (a cell's backbone is the same up to float rounding): left out."""
+    return stable_hash(suite.model_dump(mode="json", exclude={"resources": {"group_backbones"}}))
 
 
 def print_table(summary: RunSummary, echo=print) -> None:

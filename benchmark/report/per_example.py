@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.cell.backdoor import BACKDOOR_HITS, load_triggered_rates
-from benchmark.cell.per_example_artifacts import PER_TARGET, TEST_CORRECT, load_test_correct
+from benchmark.cell.per_example_artifacts import (
+    PER_TARGET,
+    TEST_CORRECT,
+    load_test_correct,
+)
 from benchmark.report.aggregate import Aggregate
 from benchmark.report.source import RunSet, download
 

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     field_validator,
     model_validator,
@@ -86,6 +87,10 @@ class ResourcesSpec(Strict):
     # per cell; above these no machine can host a cell, and Ray would wait for one for ever
     num_cpus: float = Field(1, ge=0, le=1024)
     num_gpus: float = Field(0, ge=0, le=64)
+    # train the backbones the cells need in vmapped groups of one architecture before the cells run
+    # (benchmark/grid/pretrain.py); auto: on CUDA, where one backbone at batch 64 leaves the card idle, off on the CPU;
+    # the local executor only
+    group_backbones: Literal["auto"] | StrictBool = "auto"
 
 
 class Suite(Strict):

@@ -1,4 +1,4 @@
-"""Grouped training gives each member the weights and curves that train_backbone gives it alone."""
+"""A group trained in one loop gives each member the weights and curves that train_backbone gives it alone."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from adapters.backbones import build_backbone
-from benchmark.cell.grouped import Member, check_groupable, train_group
-from benchmark.cell.training import train_backbone
+from adapters.defenses import make_defense
+from benchmark.cell.stacked import why_not_groupable
+from benchmark.cell.training import Member, train_backbone, train_backbones
 
 CNN = {"width": 4, "feature_dim": 16}
 
@@ -38,7 +39,7 @@ def test_grouped_equals_sequential_per_model(data, one_thread):
         model = _model(seed)
         alone.append((model, train_backbone(model, x, y, defense, {**common, **extra}, seed=seed, progress=False)))
     members = [Member(_model(seed), defense, {**common, **extra}, seed) for defense, extra, seed in specs]
-    grouped = train_group(members, x, y)
+    grouped = train_backbones(members, x, y)
     for (model, res), member, g_res in zip(alone, members, grouped, strict=True):
         for a, b in zip(model.state_dict().values(), member.backbone.state_dict().values(), strict=True):
             assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
@@ -55,7 +56,7 @@ def test_early_stop_keeps_the_weights_of_its_epoch(data, one_thread):
     model = _model(0)
     res = train_backbone(model, x, y, "naive", {**params, "stop_at": 0.0}, progress=False)  # stops after epoch 1
     members = [Member(_model(0), "naive", {**params, "stop_at": 0.0}), Member(_model(1), "naive", {**params, "stop_at": 1.0})]
-    grouped = train_group(members, x, y)
+    grouped = train_backbones(members, x, y)
     assert res.epochs == grouped[0].epochs == 1 and grouped[0].stopped_early
     assert grouped[1].epochs == 3
     for a, b in zip(model.state_dict().values(), members[0].backbone.state_dict().values(), strict=True):
@@ -66,11 +67,15 @@ def test_early_stop_keeps_the_weights_of_its_epoch(data, one_thread):
     ("members", "reason"),
     [
         (lambda: [Member(_model(0, batch_norm=True), "naive")], "BatchNorm2d"),
-        (lambda: [Member(_model(0), "naive", {"lr": 1e-3}), Member(_model(1), "naive", {"lr": 1e-4})], "same lr"),
+        (lambda: [Member(_model(0), "naive", {"lr": 1e-3}), Member(_model(1), "naive", {"lr": 1e-4})], "different lr"),
         (lambda: [Member(_model(0), "pgd", {"random_start": True})], "random_start"),
-        (lambda: [Member(_model(0), "naive"), Member(_model(1, width=8), "naive")], "same architecture"),
+        (lambda: [Member(_model(0), "naive"), Member(_model(1, width=8), "naive")], "different architectures"),
     ],
 )
 def test_what_cannot_be_grouped_is_refused_by_name(members, reason):
-    with pytest.raises(ValueError, match=reason):
-        check_groupable(members())
+    group = members()
+    defenses = [make_defense(m.defense, m.params) for m in group]
+    assert reason in why_not_groupable([m.backbone for m in group], defenses)
+    if len(group) > 1:
+        with pytest.raises(ValueError, match=reason):
+            train_backbones(group, torch.rand(8, 3, 16, 16), torch.arange(8) % 3)
