@@ -2,8 +2,8 @@
 
     uv run python scripts/compare_stores.py SUITE URI_A URI_B [--tolerance 0]
 
-Cells are matched on their axis tags (dataset, backbone, defense, attack, seed), not on their keys, so a change of
-the code that changes keys (a stage version, a renamed parameter) can be checked to leave the results alone.
+Cells are matched on their axis tags (dataset, backbone, defense, attack, filter, seed), not on their keys, so a
+change of the code that changes keys (a stage version, a renamed parameter) can be checked to leave the results alone.
 Exit 0 when every matched metric agrees within the tolerance, 1 otherwise (the differences are printed).
 """
 
@@ -15,7 +15,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-AXES = ("dataset", "backbone", "defense", "attack", "seed")
+AXES = ("dataset", "backbone", "defense", "attack", "filter", "seed")
 TIMING = ("_seconds", "images_per_second", "backbone_cached")
 
 
@@ -31,7 +31,7 @@ def latest_cells(uri: str, suite: str) -> dict[tuple[str, ...], dict[str, float]
         [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}' and attributes.status = 'FINISHED'"
     )
     return {
-        tuple(r.data.tags[a] for a in AXES): {k: v for k, v in r.data.metrics.items() if not k.endswith(TIMING)}
+        tuple(r.data.tags.get(a, "none") for a in AXES): {k: v for k, v in r.data.metrics.items() if not k.endswith(TIMING)}
         for r in children
     }
 
