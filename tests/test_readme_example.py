@@ -158,10 +158,8 @@ def test_readme_walkthrough_runs_its_two_cell_suite_and_registers_the_plugin(tmp
     pyproject = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
     assert pyproject["tool"]["setuptools"]["py-modules"] == ["my_attacks"]
     monkeypatch.syspath_prepend(str(_dist_info(tmp_path / "site", pyproject)))  # as `uv pip install -e` would
-    from adapters.attacks.base import Attack
     from benchmark.core.registry import Registry
 
     fresh = Registry()  # the process-wide one has read its entry points already
-    fresh.declare_base("attack", Attack)
     assert "uniform_noise" in fresh.names("attack")
     assert fresh.get("attack", "uniform_noise").description.startswith("Uniform noise in the L-inf ball")
