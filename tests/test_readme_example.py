@@ -207,8 +207,7 @@ def test_readme_backbone_and_head_plug_in_and_refuse_bad_params(tmp_path, smoke_
         ("backbones", {"mlp": {"name": "my_backbones:MLP", "params": {"hidden": 0}}}, "backbones.mlp.params.hidden"),
         ("head", {"name": "my_heads:NearestCentroid", "params": {"shrink": 2}}, "head.my_heads:NearestCentroid.params"),
     ]:
-        d = tiny_suite(smoke_dict)
-        d[where] = value
+        d = {**tiny_suite(smoke_dict), "attacks": {"none": {}}, where: value}
         with pytest.raises(SuiteError, match=re.escape(key)):
             load_suite(write_suite(tmp_path, d))
 
