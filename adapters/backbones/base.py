@@ -1,9 +1,10 @@
 """Backbones: a feature network plus a linear classifier used only while training on the external data.
 
 A backbone component (registry kind ``"backbone"``) is an ``Architecture``: its ``Params`` hold the architecture's
-settings and ``build(num_classes)`` returns a fresh ``Backbone`` (an ``nn.Module``). Every backbone takes images (N, 3, H, W) in [0, 1] (no mean/std normalisation, as in the paper's code); a
-1-channel batch is repeated to 3 channels by the first layer of ``features`` (the paper's code does the same for
-MNIST), so grey data also works. Channels-last memory format and mixed precision are the trainer's business.
+settings and ``build(num_classes)`` returns a fresh ``Backbone`` (an ``nn.Module``). Every backbone takes images
+(N, 3, H, W) in [0, 1] (no mean/std normalisation, as in the paper's code); a 1-channel batch is repeated to 3
+channels by the first layer of ``features`` (the paper's code does the same for MNIST), so grey data also works.
+Channels-last memory format and mixed precision are the trainer's business.
 """
 
 from __future__ import annotations

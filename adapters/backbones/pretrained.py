@@ -1,11 +1,12 @@
 """Backbones people already have: RobustBench's model zoo by name and timm's pretrained models.
 
 The classifier is removed (RobustBench: the last linear layer is replaced by the identity; timm:
-``reset_classifier(0)``), so ``features`` maps an image in [0, 1] to the representation the classifier read; their own input normalisation is applied inside ``features`` (RobustBench models
-normalise in their own ``forward``; timm's mean and std come from the model's pretrained configuration). These
-backbones are not trained on the external data: ``Backbone.pretrained`` tells the cell to skip that stage. Weights
-are never downloaded behind the user's back in a test: a missing RobustBench checkpoint or timm weights without
-network fail with one line naming the model and the download it needs.
+``reset_classifier(0)``), so ``features`` maps an image in [0, 1] to the representation the classifier read; their
+own input normalisation is applied inside ``features`` (RobustBench models normalise in their own ``forward``; timm's
+mean and std come from the model's pretrained configuration). These backbones are not trained on the external data:
+``Backbone.pretrained`` tells the cell to skip that stage (and ``Architecture.pretrained`` the dry-run estimate).
+Weights are never downloaded behind the user's back in a test: a missing RobustBench checkpoint or timm weights
+without network fail with one line naming the model and the download it needs.
 """
 
 from __future__ import annotations

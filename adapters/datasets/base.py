@@ -2,8 +2,9 @@
 
 A dataset component (registry kind ``"dataset"``) is a ``DataSource``: its ``Params`` say which data, and
 ``load(seed, data_root) -> RawData`` returns raw arrays as they come (uint8 or float in [0, 1]; NHW, NHWC or NCHW).
-``load_data`` builds the component from a suite's ``DataSpec`` (its ``params``), loads it and applies the shared transforms of ``adapters.datasets.transforms`` in one
-place: class subset, limits, float [0, 1], NCHW, resize, channels.
+``load_data`` builds the component from a suite's ``DataSpec`` (its ``params``), loads it and applies the shared
+transforms of ``adapters.datasets.transforms`` in one place: class subset, limits, float [0, 1], NCHW, resize,
+channels.
 
 Choices (documented here because cache keys depend on them: bump ``data`` in ``benchmark/core/versions.py`` when they
 change):

@@ -216,7 +216,9 @@ def generate(p: SyntheticParams, seed: int = 0) -> RawData:
 @register
 class Synthetic(DataSource):
     name = "synthetic"
-    description = "generated class-conditional images (blobs and oriented gratings); external/target differ by seed_offset"
+    description = (
+        "generated class-conditional images (blobs and oriented gratings); external/target differ by seed_offset"
+    )
     Params = SyntheticParams
 
     def load(self, seed: int = 0, data_root: Path | None = None) -> RawData:

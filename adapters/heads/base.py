@@ -56,7 +56,11 @@ class Head(Configurable):
         return [self.fit(f, y) for f, y in problems]
 
     def refit(
-        self, base_features: torch.Tensor, base_labels: torch.Tensor, edits: Sequence[RowEdit], init: LinearHead | None
+        self,
+        base_features: torch.Tensor,
+        base_labels: torch.Tensor,
+        edits: Sequence[RowEdit],
+        init: LinearHead | None = None,
     ) -> list[LinearHead]:
         """One head per edit of the base training set (``adapters/heads/refit.py``); the default builds each set."""
         return self.fit_many([e.apply(base_features, base_labels) for e in edits], init=init)

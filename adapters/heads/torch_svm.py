@@ -101,7 +101,11 @@ class TorchSVMHead(Head):
         return [self._head(batch, w, t) for t in range(len(feats))]
 
     def refit(
-        self, base_features: torch.Tensor, base_labels: torch.Tensor, edits: Sequence[RowEdit], init: LinearHead | None
+        self,
+        base_features: torch.Tensor,
+        base_labels: torch.Tensor,
+        edits: Sequence[RowEdit],
+        init: LinearHead | None = None,
     ) -> list[LinearHead]:
         """The edits solved together from the rows they share, when they are edits of one problem: same classes
         as the base set and no per-set standardisation; else each set is built and fitted."""
