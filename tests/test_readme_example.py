@@ -1,4 +1,5 @@
-"""The README's "adding an attack" and "adding a defense" examples, run from outside the package through the CLI."""
+"""The README's "adding an attack", "adding a defense", "adding a backbone" and "adding a head" examples, run from
+outside the package through the CLI."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
 from conftest import ROOT, write_suite
 from mlflow.tracking import MlflowClient
 
@@ -158,10 +161,72 @@ def test_readme_walkthrough_runs_its_two_cell_suite_and_registers_the_plugin(tmp
     pyproject = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
     assert pyproject["tool"]["setuptools"]["py-modules"] == ["my_attacks"]
     monkeypatch.syspath_prepend(str(_dist_info(tmp_path / "site", pyproject)))  # as `uv pip install -e` would
-    from adapters.attacks.base import Attack
     from benchmark.core.registry import Registry
 
     fresh = Registry()  # the process-wide one has read its entry points already
-    fresh.declare_base("attack", Attack)
     assert "uniform_noise" in fresh.names("attack")
     assert fresh.get("attack", "uniform_noise").description.startswith("Uniform noise in the L-inf ball")
+
+
+def test_readme_backbone_and_head_run_through_the_cli(tmp_path, smoke_dict):
+    """The README's backbone and head, each one file, named by path in a suite: a poisoned cell runs on them."""
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "my_backbones.py").write_text(readme_code("Adding a backbone"))
+    (plugin_dir / "my_heads.py").write_text(readme_code("Adding a head"))
+    d = tiny_suite(smoke_dict)
+    d["name"] = "component-plugins"
+    d["backbones"] = {"mlp": {"name": "my_backbones:MLP", "params": {"hidden": 32, "feature_dim": 16}}}
+    d["attacks"] = {"lf": {"name": "label_flip", "params": {"rate": 0.1}}}
+    d["head"] = {"name": "my_heads:NearestCentroid", "params": {"shrink": 0.1}}
+    suite = write_suite(tmp_path, d)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("component-plugins")
+    (child,) = client.search_runs([exp.experiment_id], filter_string="tags.`benchmark.role` = 'cell'")
+    assert child.info.status == "FINISHED"
+    assert child.data.params["backbone"] == "my_backbones:MLP" and child.data.params["backbone.hidden"] == "32"
+    assert child.data.params["head"] == "my_heads:NearestCentroid"
+    assert 0 < child.data.metrics["clean_accuracy"] <= 1 and 0 <= child.data.metrics["poisoned_accuracy"] <= 1
+
+
+def test_readme_backbone_and_head_plug_in_and_refuse_bad_params(tmp_path, smoke_dict, monkeypatch):
+    """In this process: bad params refused at load naming the key; the entry-point groups register both."""
+    from benchmark.core.errors import SuiteError
+    from benchmark.core.registry import Registry
+    from benchmark.suite import load_suite
+
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "my_backbones.py").write_text(readme_code("Adding a backbone"))
+    (plugin_dir / "my_heads.py").write_text(readme_code("Adding a head"))
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    for where, value, key in [
+        ("backbones", {"mlp": {"name": "my_backbones:MLP", "params": {"hidden": 0}}}, "backbones.mlp.params.hidden"),
+        ("head", {"name": "my_heads:NearestCentroid", "params": {"shrink": 2}}, "head.my_heads:NearestCentroid.params"),
+    ]:
+        d = {**tiny_suite(smoke_dict), "attacks": {"none": {}}, where: value}
+        with pytest.raises(SuiteError, match=re.escape(key)):
+            load_suite(write_suite(tmp_path, d))
+
+    pyproject = {
+        "project": {
+            "name": "my-components",
+            "version": "0.1.0",
+            "entry-points": {
+                "benchmark.backbones": {"mlp": "my_backbones:MLP"},
+                "benchmark.heads": {"nearest_centroid": "my_heads:NearestCentroid"},
+            },
+        }
+    }
+    monkeypatch.syspath_prepend(str(_dist_info(tmp_path / "site", pyproject)))
+    fresh = Registry()  # the process-wide one has read its entry points already
+    assert "mlp" in fresh.names("backbone") and "nearest_centroid" in fresh.names("head")
+    head = fresh.build("head", "nearest_centroid", {"shrink": 0.0})
+    f = torch.tensor([[0.0, 0.0], [0.0, 1.0], [4.0, 4.0], [4.0, 5.0]])
+    y = torch.tensor([3, 3, 7, 7])
+    assert head.fit(f, y).predict(torch.tensor([[0.5, 0.5], [3.5, 4.0]])).tolist() == [3, 7]
+    net = fresh.build("backbone", "mlp", {"hidden": 8, "feature_dim": 4}).build(num_classes=2)
+    assert net(torch.rand(5, 1, 28, 28)).shape == (5, 2) and net.features(torch.rand(5, 3, 32, 32)).shape == (5, 4)

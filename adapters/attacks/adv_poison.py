@@ -22,11 +22,10 @@ from adapters.attacks.base import (
     AttackCost,
     PoisonResult,
     PoisonTrial,
-    register,
 )
 from benchmark.core.linf import default_step_size, sign_pgd
 from benchmark.core.progress import progress
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 
 class AdvPoisonParams(Params):

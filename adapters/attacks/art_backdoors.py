@@ -34,12 +34,11 @@ from adapters.attacks.base import (
     PoisonResult,
     PoisonTrial,
     Trigger,
-    register,
 )
 from adapters.attacks.targeted import feature_distance
 from benchmark.core.errors import AttackError, ParamError
 from benchmark.core.progress import progress
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 
 class BackdoorParams(Params):

@@ -36,7 +36,6 @@ from adapters.attacks.base import (
     AttackCost,
     PoisonResult,
     PoisonTrial,
-    register,
 )
 from adapters.attacks.targeted import (
     TargetedAttack,
@@ -47,7 +46,7 @@ from adapters.attacks.targeted import (
 )
 from benchmark.core.errors import ParamError
 from benchmark.core.progress import progress
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from torch import nn
 from adapters.backbones import extract_features
 from adapters.heads.linear import LinearHead
 from benchmark.core.errors import AttackError, BudgetError
-from benchmark.core.registry import REGISTRY, Configurable, Params
+from benchmark.core.registry import Configurable, Params
 
 log = logging.getLogger(__name__)
 
@@ -380,12 +380,3 @@ def apply_trial(x: torch.Tensor | None, y: torch.Tensor, trial: PoisonTrial) -> 
     x2 = x.clone()
     x2[trial.indices] = trial.x.to(x2.dtype)
     return x2, y2
-
-
-REGISTRY.declare_base("attack", Attack)
-
-
-def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: add an attack to the registry under ``cls.name``."""
-    REGISTRY.add_class("attack", cls)
-    return cls

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from adapters.attacks.base import AttackContext, AttackCost, PoisonResult, register
+from adapters.attacks.base import AttackContext, AttackCost, PoisonResult
 from adapters.attacks.targeted import (
     BatchedTargetedParams,
     TargetedAttack,
@@ -23,6 +23,7 @@ from adapters.attacks.targeted import (
 from benchmark.core.errors import ParamError
 from benchmark.core.linf import adam_linf
 from benchmark.core.progress import progress
+from benchmark.core.registry import register
 
 
 class ConvexPolytopeParams(BatchedTargetedParams):

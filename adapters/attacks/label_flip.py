@@ -12,9 +12,8 @@ from adapters.attacks.base import (
     AttackContext,
     PoisonResult,
     PoisonTrial,
-    register,
 )
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 
 class LabelFlipParams(Params):

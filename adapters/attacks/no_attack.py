@@ -9,9 +9,8 @@ from adapters.attacks.base import (
     AttackContext,
     PoisonResult,
     PoisonTrial,
-    register,
 )
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 
 class NoAttackParams(Params):

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from adapters.attacks.base import AttackContext, AttackCost, PoisonResult, register
+from adapters.attacks.base import AttackContext, AttackCost, PoisonResult
 from adapters.attacks.targeted import (
     Distance,
     TargetedAttack,
@@ -26,6 +26,7 @@ from adapters.attacks.targeted import (
 )
 from benchmark.core.linf import default_step_size, sign_pgd
 from benchmark.core.progress import progress
+from benchmark.core.registry import register
 
 
 class PoisonFrogParams(TargetedParams):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from adapters.attacks.base import AttackContext, AttackCost, PoisonResult, register
+from adapters.attacks.base import AttackContext, AttackCost, PoisonResult
 from adapters.attacks.targeted import (
     BatchedTargetedParams,
     TargetedAttack,
@@ -25,6 +25,7 @@ from adapters.attacks.targeted import (
 from adapters.heads.linear import LinearHead
 from benchmark.core.linf import adam_linf
 from benchmark.core.progress import progress
+from benchmark.core.registry import register
 
 HeadLoss = Literal["squared_hinge", "cross_entropy"]
 LR_MILESTONES = (0.375, 0.625, 0.875)  # Geiping et al.'s code: learning rate x 0.1 at these fractions of the steps

@@ -1,11 +1,13 @@
 """Backbones: VGG13 (paper style), CIFAR-style ResNet-18, a small CNN for CPU, RobustBench and timm pretrained
 models, and the frozen feature extractor.
 
-Importing this package registers the built-in backbone components (registry kind ``"backbone"``).
+Importing this package registers the built-in backbone components (registry kind ``"backbone"``): each an
+``Architecture`` whose ``build(num_classes)`` returns the ``Backbone`` module.
 """
 
 from adapters.backbones import pretrained, resnet, small_cnn, vgg  # noqa: F401  (register built-ins)
 from adapters.backbones.base import (
+    Architecture,
     Backbone,
     FrozenFeatures,
     PretrainedWeightsError,
@@ -15,6 +17,7 @@ from adapters.backbones.base import (
 )
 
 __all__ = [
+    "Architecture",
     "Backbone",
     "FrozenFeatures",
     "PretrainedWeightsError",

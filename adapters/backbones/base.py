@@ -1,20 +1,22 @@
 """Backbones: a feature network plus a linear classifier used only while training on the external data.
 
-A backbone component (registry kind ``"backbone"``) is a factory ``factory(params, num_classes) -> Backbone``.
-Every backbone takes images (N, 3, H, W) in [0, 1] (no mean/std normalisation, as in the paper's code); a
-1-channel batch is repeated to 3 channels by the first layer of ``features`` (the paper's code does the same for
-MNIST), so grey data also works. Channels-last memory format and mixed precision are the trainer's business.
+A backbone component (registry kind ``"backbone"``) is an ``Architecture``: its ``Params`` hold the architecture's
+settings and ``build(num_classes)`` returns a fresh ``Backbone`` (an ``nn.Module``). Every backbone takes images
+(N, 3, H, W) in [0, 1] (no mean/std normalisation, as in the paper's code); a 1-channel batch is repeated to 3
+channels by the first layer of ``features`` (the paper's code does the same for MNIST), so grey data also works.
+Channels-last memory format and mixed precision are the trainer's business.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from benchmark.core.errors import DataError
+from benchmark.core.registry import Configurable, make
 
 
 class PretrainedWeightsError(DataError):
@@ -81,17 +83,26 @@ class FrozenFeatures(nn.Module):
         return self.net(x)
 
 
+class Architecture(Configurable):
+    """Base class of every backbone component: subclasses set ``name``, ``description``, ``Params`` and implement
+    ``build``. ``pretrained``: its features come trained and frozen (the dry-run estimate counts no training)."""
+
+    kind = "backbone"
+    pretrained: ClassVar[bool] = False
+
+    def build(self, num_classes: int) -> Backbone:
+        """A freshly initialised backbone whose training classifier has ``num_classes`` outputs."""
+        raise NotImplementedError
+
+
 def build_backbone(name: str, params: dict[str, Any] | None, num_classes: int) -> Backbone:
     """Look ``name`` up in the registry, validate ``params`` (ParamError on a bad key) and build it."""
-    from benchmark.core.registry import REGISTRY
-
-    comp = REGISTRY.get("backbone", name)
-    resolved = comp.validate(params)
+    architecture = make("backbone", name, params)
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    model = comp.factory(resolved, num_classes)
+    model = architecture.build(num_classes)
     if not isinstance(model, Backbone):
-        raise TypeError(f"backbone factory '{name}' returned {type(model).__name__}, not a Backbone")
+        raise TypeError(f"backbone '{name}' built {type(model).__name__}, not a Backbone")
     return model
 
 

@@ -1,11 +1,12 @@
 """Backbones people already have: RobustBench's model zoo by name and timm's pretrained models.
 
 The classifier is removed (RobustBench: the last linear layer is replaced by the identity; timm:
-``reset_classifier(0)``), so ``features`` maps an image in [0, 1] to the representation the classifier read; their own input normalisation is applied inside ``features`` (RobustBench models
-normalise in their own ``forward``; timm's mean and std come from the model's pretrained configuration). These
-backbones are not trained on the external data: ``Backbone.pretrained`` tells the cell to skip that stage. Weights
-are never downloaded behind the user's back in a test: a missing RobustBench checkpoint or timm weights without
-network fail with one line naming the model and the download it needs.
+``reset_classifier(0)``), so ``features`` maps an image in [0, 1] to the representation the classifier read; their
+own input normalisation is applied inside ``features`` (RobustBench models normalise in their own ``forward``; timm's
+mean and std come from the model's pretrained configuration). These backbones are not trained on the external data:
+``Backbone.pretrained`` tells the cell to skip that stage (and ``Architecture.pretrained`` the dry-run estimate).
+Weights are never downloaded behind the user's back in a test: a missing RobustBench checkpoint or timm weights
+without network fail with one line naming the model and the download it needs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from adapters.backbones.base import Backbone, PretrainedWeightsError, ToRGB
-from benchmark.core.registry import REGISTRY, Params
+from adapters.backbones.base import Architecture, Backbone, PretrainedWeightsError, ToRGB
+from benchmark.core.registry import Params, register
 
 
 class Normalise(nn.Module):
@@ -95,33 +96,31 @@ class RobustBenchParams(Params):
         return self
 
 
-@REGISTRY.register(
-    "backbone",
-    "robustbench",
-    "a RobustBench model-zoo model by name, frozen, its classifier removed (no external training)",
-    RobustBenchParams,
-)
-def robustbench_backbone(params: RobustBenchParams, num_classes: int) -> Backbone:
-    utils, zoo, dataset, threat = _robustbench()
-    entry = zoo[dataset(params.dataset)][threat(params.threat)][params.model]
-    path = Path(params.model_dir) / params.dataset / params.threat / f"{params.model}.pt"
-    if not path.is_file():
-        raise PretrainedWeightsError(
-            f"backbone 'robustbench': {params.model} ({params.dataset}, {params.threat}) needs its checkpoint at {path} "
-            f"(RobustBench downloads it from Google Drive id {entry['gdrive_id']}: run "
-            f"robustbench.utils.load_model('{params.model}', '{params.model_dir}', '{params.dataset}', "
-            f"'{params.threat}') once with internet)"
-        )
-    try:
-        model = utils.load_model(params.model, params.model_dir, params.dataset, params.threat)
-    except Exception as err:  # a damaged or foreign checkpoint
-        reason = " ".join(str(err).split())[:300]
-        raise PretrainedWeightsError(f"backbone 'robustbench': {path} could not be loaded ({reason})") from None
-    return frozen_backbone(model, strip_last_linear(model), num_classes)
+@register
+class RobustBench(Architecture):
+    name = "robustbench"
+    description = "a RobustBench model-zoo model by name, frozen, its classifier removed (no external training)"
+    Params = RobustBenchParams
+    pretrained = True
 
-
-robustbench_backbone.pretrained = True  # the dry-run estimate counts no training for it
-
+    def build(self, num_classes: int) -> Backbone:
+        p = self.params
+        utils, zoo, dataset, threat = _robustbench()
+        entry = zoo[dataset(p.dataset)][threat(p.threat)][p.model]
+        path = Path(p.model_dir) / p.dataset / p.threat / f"{p.model}.pt"
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"backbone 'robustbench': {p.model} ({p.dataset}, {p.threat}) needs its checkpoint at {path} "
+                f"(RobustBench downloads it from Google Drive id {entry['gdrive_id']}: run "
+                f"robustbench.utils.load_model('{p.model}', '{p.model_dir}', '{p.dataset}', "
+                f"'{p.threat}') once with internet)"
+            )
+        try:
+            model = utils.load_model(p.model, p.model_dir, p.dataset, p.threat)
+        except Exception as err:  # a damaged or foreign checkpoint
+            reason = " ".join(str(err).split())[:300]
+            raise PretrainedWeightsError(f"backbone 'robustbench': {path} could not be loaded ({reason})") from None
+        return frozen_backbone(model, strip_last_linear(model), num_classes)
 
 # ----------------------------------------------------------------------------------------------------------------
 # timm
@@ -140,32 +139,29 @@ class TimmParams(Params):
         return self
 
 
-@REGISTRY.register(
-    "backbone",
-    "timm",
-    "a timm pretrained model, frozen, classifier removed, its mean/std normalisation applied (no external training)",
-    TimmParams,
-)
-def timm_backbone(params: TimmParams, num_classes: int) -> Backbone:
-    import timm
+@register
+class Timm(Architecture):
+    name = "timm"
+    description = (
+        "a timm pretrained model, frozen, classifier removed, its mean/std normalisation applied (no external training)"
+    )
+    Params = TimmParams
+    pretrained = True
 
-    try:
-        model = timm.create_model(
-            params.model,
-            pretrained=params.checkpoint is None,
-            checkpoint_path=params.checkpoint or "",
-        )
-    except Exception as err:  # offline (no Hub), or a checkpoint that does not fit the model
-        reason = " ".join(str(err).split())[:300]
-        where = params.checkpoint or f"the Hugging Face Hub (hf-hub:timm/{params.model})"
-        raise PretrainedWeightsError(
-            f"backbone 'timm': {params.model} needs its pretrained weights from {where}, which could not be loaded "
-            f"({type(err).__name__}: {reason}); download them once with internet or give `checkpoint: FILE`"
-        ) from None
-    cfg = model.pretrained_cfg
-    model.reset_classifier(0)  # timm's own pooled pre-logits features
-    features = nn.Sequential(Normalise(cfg["mean"], cfg["std"]), model)
-    return frozen_backbone(features, model.num_features, num_classes)
+    def build(self, num_classes: int) -> Backbone:
+        import timm
 
-
-timm_backbone.pretrained = True
+        p = self.params
+        try:
+            model = timm.create_model(p.model, pretrained=p.checkpoint is None, checkpoint_path=p.checkpoint or "")
+        except Exception as err:  # offline (no Hub), or a checkpoint that does not fit the model
+            reason = " ".join(str(err).split())[:300]
+            where = p.checkpoint or f"the Hugging Face Hub (hf-hub:timm/{p.model})"
+            raise PretrainedWeightsError(
+                f"backbone 'timm': {p.model} needs its pretrained weights from {where}, which could not be loaded "
+                f"({type(err).__name__}: {reason}); download them once with internet or give `checkpoint: FILE`"
+            ) from None
+        cfg = model.pretrained_cfg
+        model.reset_classifier(0)  # timm's own pooled pre-logits features
+        features = nn.Sequential(Normalise(cfg["mean"], cfg["std"]), model)
+        return frozen_backbone(features, model.num_features, num_classes)

@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from adapters.backbones.base import Backbone, ToRGB
-from benchmark.core.registry import REGISTRY, Params
+from adapters.backbones.base import Architecture, Backbone, ToRGB
+from benchmark.core.registry import Params, register
 
 
 class ResNet18Params(Params):
@@ -51,8 +51,11 @@ def resnet18_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@REGISTRY.register(
-    "backbone", "resnet18", "CIFAR-style ResNet-18 (3x3 stem, no max-pool; 512-d feature)", ResNet18Params
-)
-def resnet18(params: ResNet18Params, num_classes: int) -> Backbone:
-    return Backbone(resnet18_features(), 512, num_classes)
+@register
+class ResNet18(Architecture):
+    name = "resnet18"
+    description = "CIFAR-style ResNet-18 (3x3 stem, no max-pool; 512-d feature)"
+    Params = ResNet18Params
+
+    def build(self, num_classes: int) -> Backbone:
+        return Backbone(resnet18_features(), 512, num_classes)

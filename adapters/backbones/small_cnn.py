@@ -11,8 +11,8 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from adapters.backbones.base import Backbone, ChannelsLast, ToRGB
-from benchmark.core.registry import REGISTRY, Params
+from adapters.backbones.base import Architecture, Backbone, ChannelsLast, ToRGB
+from benchmark.core.registry import Params, register
 
 
 class SmallCNNParams(Params):
@@ -39,21 +39,25 @@ def _block(cin: int, cout: int, bn: bool, pool: bool) -> list[nn.Module]:
     return layers
 
 
-@REGISTRY.register(
-    "backbone", "small_cnn", "tiny 3-block CNN for CPU runs (width w, 2w, 4w; global pool; feature_dim)", SmallCNNParams
-)
-def small_cnn(params: SmallCNNParams, num_classes: int) -> Backbone:
-    w, bn = params.width, params.batch_norm
-    features = nn.Sequential(
-        ToRGB(),
-        CentreInput() if params.centre_input else nn.Identity(),
-        ChannelsLast(),
-        *_block(3, w, bn, pool=True),
-        *_block(w, 2 * w, bn, pool=True),
-        *_block(2 * w, 4 * w, bn, pool=False),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4 * w, params.feature_dim),
-        nn.ReLU(inplace=True),
-    )
-    return Backbone(features, params.feature_dim, num_classes)
+@register
+class SmallCNN(Architecture):
+    name = "small_cnn"
+    description = "tiny 3-block CNN for CPU runs (width w, 2w, 4w; global pool; feature_dim)"
+    Params = SmallCNNParams
+
+    def build(self, num_classes: int) -> Backbone:
+        p = self.params
+        w, bn = p.width, p.batch_norm
+        features = nn.Sequential(
+            ToRGB(),
+            CentreInput() if p.centre_input else nn.Identity(),
+            ChannelsLast(),
+            *_block(3, w, bn, pool=True),
+            *_block(w, 2 * w, bn, pool=True),
+            *_block(2 * w, 4 * w, bn, pool=False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * w, p.feature_dim),
+            nn.ReLU(inplace=True),
+        )
+        return Backbone(features, p.feature_dim, num_classes)

@@ -16,8 +16,8 @@ from typing import Literal
 
 from torch import nn
 
-from adapters.backbones.base import Backbone, PretrainedWeightsError, ToRGB
-from benchmark.core.registry import REGISTRY, Params
+from adapters.backbones.base import Architecture, Backbone, PretrainedWeightsError, ToRGB
+from benchmark.core.registry import Params, register
 
 
 class VGG13Params(Params):
@@ -55,19 +55,19 @@ def _imagenet_features_state_dict() -> dict:
     return {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
 
 
-@REGISTRY.register(
-    "backbone",
-    "vgg13",
-    "VGG13 without BN as in the paper's code (512-d feature at 32x32; optional ImageNet init)",
-    VGG13Params,
-)
-def vgg13(params: VGG13Params, num_classes: int) -> Backbone:
-    conv = vgg13_conv_layers()
-    if params.pretrained == "imagenet":
-        try:
-            conv.load_state_dict(_imagenet_features_state_dict())
-        except RuntimeError as err:  # shapes/keys that do not match
-            reason = " ".join(str(err).split())[:300]
-            raise PretrainedWeightsError(f"backbone 'vgg13': ImageNet weights do not fit ({reason})") from None
-    features = nn.Sequential(ToRGB(), conv, nn.Flatten())  # (torchvision's avgpool -> identity)
-    return Backbone(features, 512, num_classes)
+@register
+class VGG13(Architecture):
+    name = "vgg13"
+    description = "VGG13 without BN as in the paper's code (512-d feature at 32x32; optional ImageNet init)"
+    Params = VGG13Params
+
+    def build(self, num_classes: int) -> Backbone:
+        conv = vgg13_conv_layers()
+        if self.params.pretrained == "imagenet":
+            try:
+                conv.load_state_dict(_imagenet_features_state_dict())
+            except RuntimeError as err:  # shapes/keys that do not match
+                reason = " ".join(str(err).split())[:300]
+                raise PretrainedWeightsError(f"backbone 'vgg13': ImageNet weights do not fit ({reason})") from None
+        features = nn.Sequential(ToRGB(), conv, nn.Flatten())  # (torchvision's avgpool -> identity)
+        return Backbone(features, 512, num_classes)

@@ -1,9 +1,10 @@
 """Datasets as tensors: the spec a suite writes, the loaded result, and ``load_data`` that joins them.
 
-A dataset component (registry kind ``"dataset"``) is a factory ``factory(params, *, seed, data_root) -> RawData``
-that returns raw arrays as they come (uint8 or float in [0, 1]; NHW, NHWC or NCHW). ``load_data`` validates the
-component's parameters, calls the factory and applies the shared transforms of ``adapters.datasets.transforms`` in one
-place: class subset, limits, float [0, 1], NCHW, resize, channels.
+A dataset component (registry kind ``"dataset"``) is a ``DataSource``: its ``Params`` say which data, and
+``load(seed, data_root) -> RawData`` returns raw arrays as they come (uint8 or float in [0, 1]; NHW, NHWC or NCHW).
+``load_data`` builds the component from a suite's ``DataSpec`` (its ``params``), loads it and applies the shared
+transforms of ``adapters.datasets.transforms`` in one place: class subset, limits, float [0, 1], NCHW, resize,
+channels.
 
 Choices (documented here because cache keys depend on them: bump ``data`` in ``benchmark/core/versions.py`` when they
 change):
@@ -29,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from benchmark.core.errors import DataError
+from benchmark.core.registry import REGISTRY, Configurable, make
 
 DATA_ENV = "BENCHMARK_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/robust-poison-bench/data")
@@ -76,12 +78,24 @@ class Dataset:
 
 @dataclass
 class RawData:
-    """What a dataset factory returns: arrays as they come, before any shared transform."""
+    """What a dataset component loads: arrays as they come, before any shared transform."""
 
     x_train: np.ndarray | torch.Tensor
     y_train: np.ndarray | torch.Tensor
     x_test: np.ndarray | torch.Tensor
     y_test: np.ndarray | torch.Tensor
+
+
+class DataSource(Configurable):
+    """Base class of every dataset component: subclasses set ``name``, ``description``, ``Params`` and implement
+    ``load``."""
+
+    kind = "dataset"
+
+    def load(self, seed: int = 0, data_root: Path | None = None) -> RawData:
+        """Both splits as they come. ``seed``: the run's seed (only generated data uses it); ``data_root``: the
+        folder of downloaded datasets (``data_root()``)."""
+        raise NotImplementedError
 
 
 class DataSpec(BaseModel):
@@ -122,8 +136,6 @@ class DataSpec(BaseModel):
 
     def resolved(self) -> DataSpec:
         """This spec with the component's parameters validated and their defaults filled in (for cache keys)."""
-        from benchmark.core.registry import REGISTRY
-
         comp = REGISTRY.get("dataset", self.name)
         params = comp.validate(self.params).model_dump(mode="json")
         return self.model_copy(update={"params": params})
@@ -146,12 +158,8 @@ def load_data(spec: DataSpec, seed: int = 0, data_root: str | Path | None = None
     torchvision datasets (a dataset's own ``root`` parameter overrides both).
     """
     from adapters.datasets import transforms as T
-    from benchmark.core.registry import REGISTRY
 
-    comp = REGISTRY.get("dataset", spec.name)
-    params = comp.validate(spec.params)
-    root = _data_root(data_root)
-    raw = comp.factory(params, seed=seed, data_root=root)
+    raw = make("dataset", spec.name, spec.params).load(seed=seed, data_root=_data_root(data_root))
     what = f"dataset '{spec.name}'"
 
     splits = {}

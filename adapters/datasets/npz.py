@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.datasets.base import RawData
+from adapters.datasets.base import DataSource, RawData
 from benchmark.core.errors import DataError
-from benchmark.core.registry import REGISTRY, NoParams, Params
+from benchmark.core.registry import Params, register
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -18,21 +18,30 @@ class NpzParams(Params):
     path: str
 
 
-@REGISTRY.register(
-    "dataset",
-    "npz",
-    "your own data: an .npz with x_train, y_train, x_test, y_test (uint8 images NHW, NHWC or NCHW; int labels)",
-    NpzParams,
-)
-def load_npz(params: NpzParams, *, seed: int = 0, data_root: Path | None = None) -> RawData:
-    path = Path(params.path).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    if not path.is_file():
-        raise DataError(f"npz dataset file {path} does not exist")
-    problem = not_an_archive(path)
-    if problem:
-        raise DataError(f"npz dataset file {path} {problem}")
+@register
+class Npz(DataSource):
+    name = "npz"
+    description = (
+        "your own data: an .npz with x_train, y_train, x_test, y_test (uint8 images NHW, NHWC or NCHW; int labels)"
+    )
+    Params = NpzParams
+
+    def load(self, seed: int = 0, data_root: Path | None = None) -> RawData:
+        path = Path(self.params.path).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        if not path.is_file():
+            raise DataError(f"npz dataset file {path} does not exist")
+        problem = not_an_archive(path)
+        if problem:
+            raise DataError(f"npz dataset file {path} {problem}")
+        arrays = _read_arrays(path)
+        _check_arrays(path, arrays)
+        return RawData(**arrays)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of the archive at ``path``; DataError, one line, whatever is wrong with it."""
     arrays = {}
     try:
         archive = np.load(path, allow_pickle=False)
@@ -60,6 +69,10 @@ def load_npz(params: NpzParams, *, seed: int = 0, data_root: Path | None = None)
         raise DataError(
             f"npz dataset file {path} is not a readable .npz archive ({_one_line(err)})"
         ) from None
+    return arrays
+
+
+def _check_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     for key in ("x_train", "x_test"):
         if arrays[key].ndim not in (3, 4):
             raise DataError(f"npz dataset file {path}, key {key}: images must be NHW, NHWC or NCHW, "
@@ -67,7 +80,6 @@ def load_npz(params: NpzParams, *, seed: int = 0, data_root: Path | None = None)
     for key in ("y_train", "y_test"):
         if not np.issubdtype(arrays[key].dtype, np.integer):
             raise DataError(f"npz dataset file {path}, key {key}: labels must be integers, got {arrays[key].dtype}")
-    return RawData(**arrays)
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy members
@@ -96,20 +108,21 @@ def _one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-@REGISTRY.register(
-    "dataset",
-    "digits",
-    "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); first 80% train, last 20% test",
-    NoParams,
-)
-def load_digits(params: NoParams, *, seed: int = 0, data_root: Path | None = None) -> RawData:
-    data = digits_table()
-    x = data[:, :-1].reshape(-1, 8, 8)
-    y = data[:, -1].astype(np.int64)
-    # Pixel values are 0..16: scale to uint8 0..255.
-    x = np.rint(x * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (1797, 8, 8)
-    n_train = int(round(0.8 * len(y)))  # deterministic split; the file's order cycles through the classes
-    return RawData(x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
+@register
+class Digits(DataSource):
+    name = "digits"
+    description = (
+        "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); first 80% train, last 20% test"
+    )
+
+    def load(self, seed: int = 0, data_root: Path | None = None) -> RawData:
+        data = digits_table()
+        x = data[:, :-1].reshape(-1, 8, 8)
+        y = data[:, -1].astype(np.int64)
+        # Pixel values are 0..16: scale to uint8 0..255.
+        x = np.rint(x * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (1797, 8, 8)
+        n_train = int(round(0.8 * len(y)))  # deterministic split; the file's order cycles through the classes
+        return RawData(x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
 
 
 def digits_table() -> np.ndarray:

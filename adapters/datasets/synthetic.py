@@ -17,8 +17,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from adapters.datasets.base import RawData
-from benchmark.core.registry import REGISTRY, Params
+from adapters.datasets.base import DataSource, RawData
+from benchmark.core.registry import Params, register
 
 
 class SyntheticParams(Params):
@@ -213,11 +213,13 @@ def generate(p: SyntheticParams, seed: int = 0) -> RawData:
     return RawData(**out)
 
 
-@REGISTRY.register(
-    "dataset",
-    "synthetic",
-    "generated class-conditional images (blobs and oriented gratings); external/target differ by seed_offset",
-    SyntheticParams,
-)
-def load_synthetic(params: SyntheticParams, *, seed: int = 0, data_root: Path | None = None) -> RawData:
-    return generate(params, seed)
+@register
+class Synthetic(DataSource):
+    name = "synthetic"
+    description = (
+        "generated class-conditional images (blobs and oriented gratings); external/target differ by seed_offset"
+    )
+    Params = SyntheticParams
+
+    def load(self, seed: int = 0, data_root: Path | None = None) -> RawData:
+        return generate(self.params, seed)

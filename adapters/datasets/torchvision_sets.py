@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import field_validator
 
-from adapters.datasets.base import RawData
+from adapters.datasets.base import DataSource, RawData
 from adapters.datasets.base import data_root as default_data_root
 from benchmark.core.errors import DataError
-from benchmark.core.registry import REGISTRY, Params
+from benchmark.core.registry import Params, register
 
 
 class TorchvisionParams(Params):
@@ -156,15 +156,16 @@ def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def _make(name: str):
-    def factory(params: TorchvisionParams, *, seed: int = 0, data_root: Path | None = None) -> RawData:
-        x_train, y_train = _split(name, params, data_root, "train", params.train_records)
-        x_test, y_test = _split(name, params, data_root, "test", params.test_records)
-        return RawData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+class TorchvisionSet(DataSource):
+    """The torchvision set called ``name``: its official splits, or the records ``*_records`` name."""
 
-    factory.__name__ = f"load_{name}"
-    factory.__qualname__ = factory.__name__
-    return factory
+    Params = TorchvisionParams
+
+    def load(self, seed: int = 0, data_root: Path | None = None) -> RawData:
+        p = self.params
+        x_train, y_train = _split(self.name, p, data_root, "train", p.train_records)
+        x_test, y_test = _split(self.name, p, data_root, "test", p.test_records)
+        return RawData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def _split(
@@ -229,5 +230,25 @@ def _cifar_file(name: str, path: Path, label_key: str) -> tuple[np.ndarray, np.n
     return data, labels
 
 
-for _name, (_cls, _layout, _desc) in _SETS.items():
-    REGISTRY.register("dataset", _name, _desc, TorchvisionParams)(_make(_name))
+@register
+class CIFAR10(TorchvisionSet):
+    name = "cifar10"
+    description = _SETS[name][2]
+
+
+@register
+class CIFAR100(TorchvisionSet):
+    name = "cifar100"
+    description = _SETS[name][2]
+
+
+@register
+class MNIST(TorchvisionSet):
+    name = "mnist"
+    description = _SETS[name][2]
+
+
+@register
+class SVHN(TorchvisionSet):
+    name = "svhn"
+    description = _SETS[name][2]

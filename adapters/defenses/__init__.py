@@ -6,7 +6,6 @@ from adapters.defenses.base import (
     DefenseParams,
     EpsParams,
     make_defense,
-    register,
 )
 
-__all__ = ["Defense", "DefenseParams", "EpsParams", "make_defense", "register"]
+__all__ = ["Defense", "DefenseParams", "EpsParams", "make_defense"]

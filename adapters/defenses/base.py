@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from benchmark.core.registry import REGISTRY, Configurable, Params
+from benchmark.core.registry import Configurable, Params, make
 
 
 class DefenseParams(Params):
@@ -95,15 +95,6 @@ class Defense(Configurable):
         return 1
 
 
-REGISTRY.declare_base("defense", Defense)
-
-
-def register(cls: type[Defense]) -> type[Defense]:
-    """Class decorator: add a defense to the registry under ``cls.name``."""
-    REGISTRY.add_class("defense", cls)
-    return cls
-
-
 def make_defense(name: str, params: Params | dict[str, Any] | None = None) -> Defense:
-    """The defense registered as ``name`` (or a ``module:Class`` path), built with ``params`` (ParamError)."""
-    return REGISTRY.build("defense", name, params)
+    """Shorthand for ``make("defense", name, params)``."""
+    return make("defense", name, params)

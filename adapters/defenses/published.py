@@ -14,8 +14,9 @@ from adapters.defenses.adversarial_examples import (
     ExampleGenerator,
     make_example_generator,
 )
-from adapters.defenses.base import Defense, EpsParams, register
+from adapters.defenses.base import Defense, EpsParams
 from adapters.defenses.standard import AdversarialParams, AdversarialTraining
+from benchmark.core.registry import register
 
 
 class TradesParams(EpsParams):

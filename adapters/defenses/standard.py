@@ -11,7 +11,8 @@ from adapters.defenses.adversarial_examples import (
     ExampleGenerator,
     make_example_generator,
 )
-from adapters.defenses.base import Defense, DefenseParams, EpsParams, register
+from adapters.defenses.base import Defense, DefenseParams, EpsParams
+from benchmark.core.registry import register
 
 
 class NaiveParams(DefenseParams):

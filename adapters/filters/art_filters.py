@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from adapters.filters.base import PoisonFilter, register
+from adapters.filters.base import PoisonFilter
 from benchmark.core.errors import ParamError
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 
 def _feature_classifier(dim: int, n_classes: int):

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from benchmark.core.registry import REGISTRY, Configurable, NoParams, Params
+from benchmark.core.registry import Configurable, NoParams, Params, make, register
 
 
 class PoisonFilter(Configurable):
@@ -30,18 +30,9 @@ class PoisonFilter(Configurable):
         raise NotImplementedError
 
 
-REGISTRY.declare_base("filter", PoisonFilter)
-
-
-def register(cls: type[PoisonFilter]) -> type[PoisonFilter]:
-    """Class decorator: add a filter to the registry under ``cls.name``."""
-    REGISTRY.add_class("filter", cls)
-    return cls
-
-
 def make_filter(name: str, params: Params | dict[str, Any] | None = None) -> PoisonFilter:
-    """The filter registered as ``name`` (or a ``module:Class`` path), built with ``params`` (ParamError)."""
-    return REGISTRY.build("filter", name, params)
+    """Shorthand for ``make("filter", name, params)``."""
+    return make("filter", name, params)
 
 
 @register

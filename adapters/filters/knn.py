@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from adapters.filters.base import PoisonFilter, register
+from adapters.filters.base import PoisonFilter
 from benchmark.core.errors import ParamError
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, register
 
 CHUNK_ROWS = 1024  # rows of the distance matrix computed at once (memory: CHUNK_ROWS x N floats)
 

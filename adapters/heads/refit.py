@@ -4,9 +4,10 @@ A targeted attack yields one poisoned training set per target, each equal to the
 replaced rows. Fitting each from scratch repeats the same work a hundred times. ``refit_heads`` takes the clean
 set once plus the edits (``RowEdit``: which rows, their new features and labels) and:
 
-- ``linear_svc``: builds each poisoned set and fits sklearn's LinearSVC on it, one after the other (the paper's way);
-- ``torch_svm``: solves all the problems together with the same objective and stopping rule as ``torch_svm``
-  (adapters/heads/base.py), exploiting what they share:
+- ``linear_svc`` (and any head without a ``refit`` of its own): builds each poisoned set and fits it, one after the
+  other (the paper's way);
+- ``torch_svm``: its ``refit`` solves all the problems together here (``fit_shared``), with the same objective and
+  stopping rule as its ``fit`` (adapters/heads/newton.py), exploiting what they share:
 
   * scores and gradients of every problem come from one matrix product with the shared features
     (``X0 @ W`` for all heads at once) plus a small correction for the replaced rows, instead of T copies of X;
@@ -29,26 +30,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from adapters.heads.base import (
     ArrayLike,
-    TorchSVMHead,
-    TorchSVMParams,
     as_tensor,
     check_problem,
-    exact_line_search,
-    fit_heads,
     head_from_rows,
     head_rows,
     label_signs,
-    make_head_fitter,
+    make_head,
 )
 from adapters.heads.linear import LinearHead
+from adapters.heads.newton import exact_line_search
 from benchmark.core.errors import DataError
 from benchmark.core.registry import Params
+
+if TYPE_CHECKING:
+    from adapters.heads.torch_svm import TorchSVMParams
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _check_edits(n: int, d: int, edits: Sequence[RowEdit]) -> None:
             raise DataError(f"edit {k}: a row is replaced twice")
 
 
-def _same_classes(base_labels: torch.Tensor, classes: torch.Tensor, edits: Sequence[RowEdit]) -> bool:
+def same_classes(base_labels: torch.Tensor, classes: torch.Tensor, edits: Sequence[RowEdit]) -> bool:
     """Whether every edited set has exactly the base set's classes (counted, not by building the sets)."""
     counts = torch.bincount(torch.searchsorted(classes, base_labels), minlength=len(classes))
     for e in edits:
@@ -113,38 +114,29 @@ def refit_heads(
     """
     f0 = as_tensor(base_features).detach().cpu()
     y0 = as_tensor(base_labels).detach().cpu().long()
-    classes = check_problem(f0, y0)
+    check_problem(f0, y0)
     _check_edits(len(f0), f0.shape[1], edits)
     if not edits:
         return []
-    fitter = make_head_fitter(head_name, params, device)
-    shared = (
-        isinstance(fitter, TorchSVMHead)
-        and len(edits) > 1
-        and not fitter.params.scale
-        and _same_classes(y0, classes, edits)
-    )
-    if not shared:
-        return fit_heads([e.apply(f0, y0) for e in edits], head_name, params, device, init=init)
-    assert isinstance(fitter, TorchSVMHead)
-    return _fit_shared(fitter, f0, y0, classes, edits, init)
+    return make_head(head_name, params, device).refit(f0, y0, edits, init)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The shared-base solver
 
 
-def _fit_shared(
-    fitter: TorchSVMHead,
+def fit_shared(
     f0: torch.Tensor,
     y0: torch.Tensor,
     classes: torch.Tensor,
     edits: Sequence[RowEdit],
     init: LinearHead | None,
-) -> list[LinearHead]:
-    p: TorchSVMParams = fitter.params
+    p: TorchSVMParams,
+    dev: torch.device,
+) -> tuple[list[LinearHead], int]:
+    """``torch_svm``'s heads (its params ``p``, on ``dev``) for the edits of one base set whose edited sets all have
+    the base set's classes; and the Newton steps taken."""
     dt = torch.float64 if p.dtype == "float64" else torch.float32
-    dev = fitter.device
     N, D = f0.shape
     D1, T = D + 1, len(edits)
     Q = 1 if len(classes) == 2 else len(classes)
@@ -177,8 +169,8 @@ def _fit_shared(
 
     solver = _SharedNewton(x0, s0, keep, xr, sr, emask, p.C)
     tol = max(p.tol, 100 * torch.finfo(dt).eps)
-    w, fitter.last_iterations = solver.solve(w, p.max_iter, tol)
-    return [head_from_rows(w[t, :D, :].T, w[t, D, :], classes) for t in range(T)]
+    w, steps = solver.solve(w, p.max_iter, tol)
+    return [head_from_rows(w[t, :D, :].T, w[t, D, :], classes) for t in range(T)], steps
 
 
 class _SharedNewton:

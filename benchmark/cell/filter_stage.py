@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import torch
 
-from adapters.filters import make_filter
+from adapters.filters.base import PoisonFilter
 from adapters.heads.linear import LinearHead
 from adapters.heads.refit import RowEdit
+from benchmark.core.registry import make
 from benchmark.suite import Resolved
 
 HeadFitter = Callable[[torch.Tensor, torch.Tensor], LinearHead]
@@ -29,7 +30,7 @@ def filtered_heads_stage(
     Metrics: ``filter_poisons_caught`` (removed poisoned rows / poisoned rows, all trials pooled; NaN without
     poisons), ``filter_clean_rows_lost`` (removed clean rows / clean rows, mean over trials),
     ``filter_rows_removed`` (mean per trial)."""
-    filt = make_filter(spec.name, spec.params)
+    filt: PoisonFilter = make("filter", spec.name, spec.params)
     t0 = time.perf_counter()
     heads, caught, poisons, lost, removed = [], 0, 0, [], []
     for edit in edits:

@@ -1,15 +1,18 @@
-"""Named components (datasets, backbones, defenses, attacks, heads) and their parameter schemas.
+"""Named components of every kind and their parameter schemas, registered one way.
 
-Every component has a pydantic model of its parameters (unknown keys are errors, defaults carry a source in a
-comment where they come from the paper or its code), a one-line description, and a factory. Attacks and defenses
-are classes; third-party ones register through the ``benchmark.attacks`` / ``benchmark.defenses`` entry-point
-groups, or are named in a suite as ``module:Class`` (which imports and runs that module: only use paths you trust).
+Every component is a ``Configurable`` class: a pydantic ``Params`` model (unknown keys are errors, defaults carry a
+source in a comment where they come from the paper or its code), a one-line ``description``, and the method that does
+the work (``forward``, ``training_batch``, ``keep``, ``build``, ``fit``, ``load``). Built-ins register with the
+``register`` decorator; third-party ones through their kind's entry-point group (``KINDS``), or named in a suite as
+``module:Class`` (which imports and runs that module: only use paths you trust). ``make(kind, name, params)`` builds
+one.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, ClassVar
@@ -18,9 +21,27 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from benchmark.core.errors import ParamError, short
 
-KINDS = ("dataset", "backbone", "defense", "attack", "head", "filter")
-# kinds whose components are classes (name, description, Params), open to plugins: kind -> entry-point group
-ENTRY_POINT_GROUPS = {"attack": "benchmark.attacks", "defense": "benchmark.defenses", "filter": "benchmark.filters"}
+
+@dataclass(frozen=True)
+class Kind:
+    """What a kind of component is: the class its components subclass (``module:Class``), the entry-point group
+    plugins register in, and the package whose import registers the built-ins."""
+
+    base: str
+    group: str
+    package: str
+
+
+# the order is the one ``benchmark list`` prints
+KINDS: dict[str, Kind] = {
+    "dataset": Kind("adapters.datasets.base:DataSource", "benchmark.datasets", "adapters.datasets"),
+    "backbone": Kind("adapters.backbones.base:Architecture", "benchmark.backbones", "adapters.backbones"),
+    "defense": Kind("adapters.defenses.base:Defense", "benchmark.defenses", "adapters.defenses"),
+    "attack": Kind("adapters.attacks.base:Attack", "benchmark.attacks", "adapters.attacks"),
+    "head": Kind("adapters.heads.base:Head", "benchmark.heads", "adapters.heads"),
+    "filter": Kind("adapters.filters.base:PoisonFilter", "benchmark.filters", "adapters.filters"),
+}
+ENTRY_POINT_GROUPS = {kind: k.group for kind, k in KINDS.items()}
 
 
 class Params(BaseModel):
@@ -34,8 +55,8 @@ class NoParams(Params):
 
 
 class Configurable:
-    """Base of the class components (attacks, defenses, filters): ``Params`` validated at construction and
-    ``_check_params`` for checks spanning several parameters, as ART does; ``kind`` names the component in errors."""
+    """Base of every component: ``Params`` validated at construction and ``_check_params`` for checks spanning
+    several parameters, as ART does; ``kind`` names the component in errors and ``name`` is its registry name."""
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
@@ -58,11 +79,13 @@ class Configurable:
 
 @dataclass(frozen=True)
 class Component:
+    """A registered class under the name a suite uses for it (its ``name``, an entry point's, or a path)."""
+
     kind: str
     name: str
     description: str
     params: type[BaseModel]
-    factory: Any  # a class or a function; what it takes depends on the kind
+    cls: type[Configurable]
 
     def validate(self, params: dict[str, Any] | None) -> BaseModel:
         """Resolve ``params`` against the schema; raise ParamError naming the bad key."""
@@ -106,49 +129,37 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return f"{path}: {msg}{shown}{more}" if path else f"{msg}{more}"
 
 
+def base_class(kind: str) -> type[Configurable]:
+    """The class every component of ``kind`` subclasses (imported on first use, so this module imports none)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
+    module, _, attr = KINDS[kind].base.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class Registry:
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
-        self._bases: dict[str, type] = {}
         self._entry_points_loaded: set[str] = set()
-
-    def add(self, kind: str, name: str, description: str, params: type[BaseModel], factory: Any) -> Component:
-        if kind not in KINDS:
-            raise ValueError(f"unknown component kind {kind!r}")
-        comp = Component(kind, name, description, params, factory)
-        self._items[kind][name] = comp
-        return comp
-
-    def register(self, kind: str, name: str, description: str, params: type[BaseModel] = NoParams) -> Callable:
-        """Decorator form of ``add``."""
-
-        def deco(obj: Any) -> Any:
-            self.add(kind, name, description, params, obj)
-            return obj
-
-        return deco
-
-    def declare_base(self, kind: str, base: type) -> None:
-        """The class every component of ``kind`` subclasses (set by the module that defines it, so the registry
-        imports none of them)."""
-        self._bases[kind] = base
 
     def add_class(self, kind: str, cls: Any, name: str | None = None) -> Component:
         """Register a component class (``name``, ``description``, ``Params``) under its name or the one given."""
-        base = self._bases.get(kind)
-        if base is None or not (isinstance(cls, type) and issubclass(cls, base)):
-            expected = f"{base.__module__}.{base.__name__}" if base else f"a {kind} class"
-            raise ParamError(f"{kind} '{name or cls}' is not a subclass of {expected}")
+        base = base_class(kind)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ParamError(f"{kind} '{name or cls}' is not a subclass of {base.__module__}.{base.__name__}")
         if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
             raise ParamError(f"{kind} '{name or cls.name}': its Params is not a pydantic model")
-        return self.add(kind, name or cls.name, cls.description, cls.Params, cls)
+        if not (name or cls.name):
+            raise ParamError(f"{kind} class {cls.__module__}.{cls.__name__} has no name")
+        comp = Component(kind, name or cls.name, cls.description, cls.Params, cls)
+        self._items[kind][comp.name] = comp
+        return comp
 
     def get(self, kind: str, name: str) -> Component:
-        _load_builtins()
-        if kind in ENTRY_POINT_GROUPS:
-            self._load_entry_points(kind)
-            if ":" in name and name not in self._items[kind]:
-                return self._load_path(kind, name)
+        """The component registered as ``name``, or the class at the ``module:Class`` path ``name``."""
+        self._load(kind)
+        if ":" in name and name not in self._items[kind]:
+            return self._load_path(kind, name)
         try:
             return self._items[kind][name]
         except KeyError:
@@ -156,31 +167,31 @@ class Registry:
             raise ParamError(f"unknown {kind} '{name}'; known: {known}") from None
 
     def build(self, kind: str, name: str, params: BaseModel | dict[str, Any] | None = None) -> Any:
-        """The class component registered as ``name`` (or a ``module:Class`` path), built with ``params``."""
+        """The component registered as ``name`` (or a ``module:Class`` path), built with ``params`` (ParamError)."""
         comp = self.get(kind, name)
-        return comp.factory(**comp.resolve(params).model_dump())
+        return comp.cls(**comp.resolve(params).model_dump())
 
     def names(self, kind: str) -> list[str]:
-        _load_builtins()
-        if kind in ENTRY_POINT_GROUPS:
-            self._load_entry_points(kind)
+        self._load(kind)
         return sorted(self._items[kind])
 
     def items(self, kind: str) -> Iterator[Component]:
         for name in self.names(kind):
             yield self._items[kind][name]
 
-    def _load_entry_points(self, kind: str) -> None:
+    def _load(self, kind: str) -> None:
+        """The built-ins of every kind, then the entry points of ``kind`` (each once)."""
+        _load_builtins()
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
         if kind in self._entry_points_loaded:
             return
         self._entry_points_loaded.add(kind)
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS[kind]):
+        for ep in metadata.entry_points(group=KINDS[kind].group):
             try:
                 self.add_class(kind, ep.load(), name=ep.name)
             except Exception as err:  # a broken plugin must not break the benchmark
-                import warnings
-
-                warnings.warn(f"could not load {kind} entry point {ep.name!r}: {err}", stacklevel=2)
+                warnings.warn(f"could not load {kind} entry point {ep.name!r}: {err}", stacklevel=3)
 
     def _load_path(self, kind: str, path: str) -> Component:
         module_name, _, attr = path.partition(":")
@@ -192,24 +203,27 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def register(cls: type[Configurable]) -> type[Configurable]:
+    """Class decorator: add a built-in component to the registry, under ``cls.name`` in the kind ``cls.kind``."""
+    REGISTRY.add_class(cls.kind, cls)
+    return cls
+
+
+def make(kind: str, name: str, params: BaseModel | dict[str, Any] | None = None) -> Any:
+    """The ``kind`` component registered as ``name`` (or a ``module:Class`` path), built with ``params``."""
+    return REGISTRY.build(kind, name, params)
+
+
 _builtins_loaded = False
 
 
 def _load_builtins() -> None:
-    """Import the modules that register built-in components (once, lazily, to keep start-up fast)."""
+    """Import the packages that register built-in components (once, lazily, to keep start-up fast)."""
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
-BUILTIN_MODULES = [
-    "adapters.datasets",
-    "adapters.backbones",
-    "adapters.defenses",
-    "adapters.heads",
-    "adapters.filters",
-    "adapters.attacks",
-]
+    for kind in KINDS.values():
+        importlib.import_module(kind.package)

@@ -28,13 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.defenses import make_defense
-from benchmark.cell.keys import (  # the cache's own keys: shared backbones count once
-    backbone_key,
-    feature_key,
-)
+from benchmark.cell.keys import backbone_key, feature_key  # the cache's own keys: shared backbones count once
 from benchmark.core.errors import BenchmarkError
-from benchmark.core.registry import REGISTRY
+from benchmark.core.registry import REGISTRY, make
 from benchmark.store.cache import Cache
 from benchmark.suite import Cell, Suite
 
@@ -176,9 +172,9 @@ def _rate(table: dict[str, float], backbone: str) -> float:
 
 
 def _training_passes(cell: Cell, ext: _Size) -> float:
-    if getattr(REGISTRY.get("backbone", cell.backbone.name).factory, "pretrained", False):
+    if REGISTRY.get("backbone", cell.backbone.name).cls.pretrained:
         return 0.0  # robustbench / timm: no external training
-    defense = make_defense(cell.defense.name, cell.defense.params)
+    defense = make("defense", cell.defense.name, cell.defense.params)
     per_image = defense.passes_per_image()
     return ext.train * defense.params.max_epochs * per_image + ext.test * FORWARD_FRACTION
 

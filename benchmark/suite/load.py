@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from adapters.datasets.base import DataSpec
 from benchmark.core.errors import ParamError, SuiteError, short
-from benchmark.core.registry import (
-    ENTRY_POINT_GROUPS,
-    REGISTRY,
-    format_validation_error,
-)
+from benchmark.core.registry import REGISTRY, format_validation_error
 from benchmark.suite.schema import (
     AXES,
     MAX_SEED,
@@ -72,36 +68,35 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
 
 def _resolve(kind: str, section: str, label: str, spec: ComponentSpec) -> Resolved:
     name = spec.name or label
-    try:
-        comp = REGISTRY.get(kind, name)
-    except ParamError as err:
-        raise ParamError(f"{section}.{label}.name: {err}") from None
-    try:
-        params = comp.params(**spec.params)
-    except ValidationError as err:
-        raise ParamError(f"{format_validation_error(err, prefix=f'{section}.{label}.params')}") from None
-    except (Exception, SystemExit) as err:  # a plugin's own validator may raise anything
-        raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {short(str(err), 200)}") from None
-    if kind in ENTRY_POINT_GROUPS:  # classes: cross-parameter checks (_check_params) run when one is built
-        try:
-            comp.factory(**params.model_dump())
-        except ParamError as err:
-            raise ParamError(f"{section}.{label}.params: {err}") from None
-        except (Exception, SystemExit) as err:  # a plugin's __init__ or _check_params may raise anything
-            raise ParamError(f"{section}.{label}.params: {type(err).__name__}: {short(str(err), 200)}") from None
+    params = _checked_params(kind, name, spec.params, f"{section}.{label}")
     return Resolved(label=label, name=name, params=params.model_dump(mode="json"))
 
 
 def _resolve_data(section: str, spec: DataSpec) -> DataSpec:
-    try:
-        comp = REGISTRY.get("dataset", spec.name)
-    except ParamError as err:
-        raise ParamError(f"{section}.name: {err}") from None
-    try:
-        params = comp.params(**spec.params)
-    except ValidationError as err:
-        raise ParamError(format_validation_error(err, prefix=f"{section}.params")) from None
+    params = _checked_params("dataset", spec.name, spec.params, section)
     return spec.model_copy(update={"params": params.model_dump(mode="json")})
+
+
+def _checked_params(kind: str, name: str, given: dict[str, Any], where: str) -> BaseModel:
+    """The component's params validated, and the component built once with them (its ``_check_params``); any
+    problem a ParamError naming the key under ``where``."""
+    try:
+        comp = REGISTRY.get(kind, name)
+    except ParamError as err:
+        raise ParamError(f"{where}.name: {err}") from None
+    try:
+        params = comp.params(**given)
+    except ValidationError as err:
+        raise ParamError(f"{format_validation_error(err, prefix=f'{where}.params')}") from None
+    except (Exception, SystemExit) as err:  # a plugin's own validator may raise anything
+        raise ParamError(f"{where}.params: {type(err).__name__}: {short(str(err), 200)}") from None
+    try:  # cross-parameter checks (_check_params) run when one is built
+        comp.cls(**params.model_dump())
+    except ParamError as err:
+        raise ParamError(f"{where}.params: {err}") from None
+    except (Exception, SystemExit) as err:  # a plugin's __init__ or _check_params may raise anything
+        raise ParamError(f"{where}.params: {type(err).__name__}: {short(str(err), 200)}") from None
+    return params
 
 
 def resolve_components(suite: Suite) -> dict[str, dict[str, Any]]:

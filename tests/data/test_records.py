@@ -17,7 +17,7 @@ from conftest import ROOT
 from adapters.datasets import DataSpec, load_data
 from adapters.datasets.torchvision_sets import TorchvisionParams, parse_records
 from benchmark.core.errors import DataError
-from benchmark.core.registry import REGISTRY
+from benchmark.core.registry import make
 
 
 def _cifar_root(tmp_path):
@@ -31,8 +31,7 @@ def test_cifar_cpu_records_are_the_shared_npz_byte_for_byte(tmp_path):
     suite = yaml.safe_load((ROOT / "suites" / "cifar-cpu.yaml").read_text())
     spec = suite["datasets"]["cifar10"]["target"]
     assert spec["name"] == "cifar10"
-    params = REGISTRY.get("dataset", "cifar10").validate(spec["params"])
-    raw = REGISTRY.get("dataset", "cifar10").factory(params, data_root=root)
+    raw = make("dataset", "cifar10", spec["params"]).load(data_root=root)
     with np.load(CIFAR10_NPZ) as d:
         for part in ("train", "test"):
             x, y = getattr(raw, f"x_{part}"), getattr(raw, f"y_{part}")
@@ -45,9 +44,8 @@ def test_cifar100_records_are_the_shared_subset(tmp_path):
     if not CIFAR100_NPZ.is_file():
         pytest.skip(f"CIFAR-100 subset not found at {CIFAR100_NPZ}")
     root = write_cifar100_files(tmp_path)
-    comp = REGISTRY.get("dataset", "cifar100")
-    params = comp.validate({"train_records": "train[0:1117]", "test_records": "test[0:916]"})
-    raw = comp.factory(params, data_root=root)
+    records = {"train_records": "train[0:1117]", "test_records": "test[0:916]"}
+    raw = make("dataset", "cifar100", records).load(data_root=root)
     with np.load(CIFAR100_NPZ) as d:
         assert np.array_equal(raw.x_train, d["x_train"]) and np.array_equal(raw.y_train, d["y_train"])
         assert np.array_equal(raw.x_test, d["x_test"]) and np.array_equal(raw.y_test, d["y_test"])

@@ -10,14 +10,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from adapters.heads.base import (
-    TorchSVMHead,
-    TorchSVMParams,
-    accuracy,
-    fit_head,
-    fit_heads,
-    svm_objective,
-)
+from adapters.heads.base import accuracy, fit_head, fit_heads, svm_objective
+from adapters.heads.torch_svm import TorchSVMHead
 from adapters.heads.linear import LinearHead
 from benchmark.core.errors import DataError, ParamError
 from benchmark.core.registry import REGISTRY
@@ -126,7 +120,7 @@ def test_fit_many_equals_separate_fits(relu_features) -> None:
         assert torch.equal(h.predict(ft), one.predict(ft))
     # stacked (T, N, D) input and a warm start give the same heads
     same_n = [(ft[:290], yt[:290]) for ft, yt in problems]
-    stacked = TorchSVMHead(TorchSVMParams(C=1.0)).fit_many(
+    stacked = TorchSVMHead(C=1.0).fit_many(
         torch.stack([p[0] for p in same_n]), torch.stack([p[1] for p in same_n])
     )
     warm = fit_heads(same_n, "torch_svm", params, init=many[0])

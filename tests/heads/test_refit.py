@@ -52,7 +52,7 @@ def _assert_same_optimum(f, y, edits, heads, reference, C=1.0):
 @pytest.mark.parametrize("task", ["binary", "multiclass"])
 @pytest.mark.parametrize("warm", [True, False])
 def test_shared_solver_matches_separate_fits(features, monkeypatch, task, warm):
-    import adapters.heads.refit
+    import adapters.heads.base
 
     f, y = features
     if task == "binary":
@@ -61,7 +61,7 @@ def test_shared_solver_matches_separate_fits(features, monkeypatch, task, warm):
     edits = _edits(f, y, n=12, rows=3, flip=True)
     init = fit_head(f, y, "torch_svm") if warm else None
     with monkeypatch.context() as mp:  # the shared solver, not the fallback that builds every set
-        mp.setattr(adapters.heads.refit, "fit_heads", lambda *a, **k: pytest.fail("fell back"))
+        mp.setattr(adapters.heads.base.Head, "refit", lambda *a, **k: pytest.fail("fell back"))
         heads = refit_heads(f, y, edits, "torch_svm", init=init)
     reference = [fit_head(*e.apply(f, y), "torch_svm") for e in edits]
     _assert_same_optimum(f, y, edits, heads, reference)
@@ -114,7 +114,7 @@ def test_float32_is_close(features):
     ],
 )
 def test_other_paths_build_each_set(features, monkeypatch, head, params, why):
-    import adapters.heads.refit
+    import adapters.heads.torch_svm
 
     f, y = features
     keep = (y == 2) | (y == 5)
@@ -122,7 +122,7 @@ def test_other_paths_build_each_set(features, monkeypatch, head, params, why):
     edits = _edits(f, y, n=3, rows=2, flip=False)
     if why == "an edit brings a new class":
         edits[1] = RowEdit(torch.tensor([0]), f[:1], torch.tensor([9]))
-    monkeypatch.setattr(adapters.heads.refit, "_fit_shared", lambda *a: pytest.fail(f"shared solver used ({why})"))
+    monkeypatch.setattr(adapters.heads.torch_svm, "fit_shared", lambda *a: pytest.fail(f"shared solver used ({why})"))
     heads = refit_heads(f, y, edits, head, params)
     reference = fit_heads([e.apply(f, y) for e in edits], head, params)
     for h, r in zip(heads, reference, strict=True):
