@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from benchmark.core.errors import ParamError
-from benchmark.core.registry import ENTRY_POINT_GROUPS, KINDS, REGISTRY, Configurable, base_class, make
+from benchmark.core.registry import (
+    ENTRY_POINT_GROUPS,
+    KINDS,
+    REGISTRY,
+    Configurable,
+    base_class,
+    make,
+)
 
 GROUPS = {
     "attack": "benchmark.attacks",

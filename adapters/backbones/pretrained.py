@@ -20,7 +20,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from adapters.backbones.base import Architecture, Backbone, PretrainedWeightsError, ToRGB
+from adapters.backbones.base import (
+    Architecture,
+    Backbone,
+    PretrainedWeightsError,
+    ToRGB,
+)
 from benchmark.core.registry import Params, register
 
 

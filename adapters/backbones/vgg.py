@@ -16,7 +16,12 @@ from typing import Literal
 
 from torch import nn
 
-from adapters.backbones.base import Architecture, Backbone, PretrainedWeightsError, ToRGB
+from adapters.backbones.base import (
+    Architecture,
+    Backbone,
+    PretrainedWeightsError,
+    ToRGB,
+)
 from benchmark.core.registry import Params, register
 
 

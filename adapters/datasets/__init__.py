@@ -6,8 +6,8 @@ Importing this package registers the built-in dataset components (registry kind 
 
 from adapters.datasets import npz, synthetic, torchvision_sets  # noqa: F401  (register built-ins)
 from adapters.datasets.base import (
-    DataSource,
     Dataset,
+    DataSource,
     DataSpec,
     RawData,
     Split,

@@ -10,14 +10,14 @@ minibatch (free adversarial training) returns their number from ``replays``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from benchmark.core.registry import Configurable, Params, make
+from benchmark.core.registry import Configurable, Params
 
 
 class DefenseParams(Params):
@@ -94,7 +94,3 @@ class Defense(Configurable):
         ceil(max_epochs / replays) epochs, so ``max_epochs`` keeps counting passes over the data."""
         return 1
 
-
-def make_defense(name: str, params: Params | dict[str, Any] | None = None) -> Defense:
-    """Shorthand for ``make("defense", name, params)``."""
-    return make("defense", name, params)

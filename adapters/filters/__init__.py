@@ -2,6 +2,6 @@
 is fitted. Importing this package registers the built-ins."""
 
 from adapters.filters import art_filters, knn  # noqa: F401  (registers built-ins)
-from adapters.filters.base import PoisonFilter, make_filter
+from adapters.filters.base import PoisonFilter
 
-__all__ = ["PoisonFilter", "make_filter"]
+__all__ = ["PoisonFilter"]

@@ -3,11 +3,11 @@ whose ``keep`` method looks at the training set in feature space and says which 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
-from benchmark.core.registry import Configurable, NoParams, Params, make, register
+from benchmark.core.registry import Configurable, NoParams, Params, register
 
 
 class PoisonFilter(Configurable):
@@ -29,10 +29,6 @@ class PoisonFilter(Configurable):
         would be fitted on, poisons included) with original ``labels`` (N,): True for the rows to keep."""
         raise NotImplementedError
 
-
-def make_filter(name: str, params: Params | dict[str, Any] | None = None) -> PoisonFilter:
-    """Shorthand for ``make("filter", name, params)``."""
-    return make("filter", name, params)
 
 
 @register

@@ -8,7 +8,14 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from adapters.heads.base import ArrayLike, Head, as_tensor, check_problem, fold_scaling, head_from_rows
+from adapters.heads.base import (
+    ArrayLike,
+    Head,
+    as_tensor,
+    check_problem,
+    fold_scaling,
+    head_from_rows,
+)
 from adapters.heads.linear import LinearHead
 from benchmark.core.registry import Params, register
 

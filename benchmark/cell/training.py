@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.defenses import Defense, DefenseParams, make_defense
+from adapters.defenses import Defense, DefenseParams
 from adapters.defenses.adversarial_examples import make_example_generator
 from adapters.defenses.base import check_eps
 from benchmark.cell.stacked import (
@@ -40,7 +40,7 @@ from benchmark.cell.stacked import (
 )
 from benchmark.core.errors import DataError, ParamError, TrainingDiverged
 from benchmark.core.progress import progress as progress_bar
-from benchmark.core.registry import Params
+from benchmark.core.registry import Params, make
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Member:
     seed: int = 0
 
     def built_defense(self) -> Defense:
-        return self.defense if isinstance(self.defense, Defense) else make_defense(self.defense, self.params)
+        return self.defense if isinstance(self.defense, Defense) else make("defense", self.defense, self.params)
 
 
 def train_backbone(

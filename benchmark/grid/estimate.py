@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.cell.keys import backbone_key, feature_key  # the cache's own keys: shared backbones count once
+from benchmark.cell.keys import (  # the cache's own keys: shared backbones count once
+    backbone_key,
+    feature_key,
+)
 from benchmark.core.errors import BenchmarkError
 from benchmark.core.registry import REGISTRY, make
 from benchmark.store.cache import Cache

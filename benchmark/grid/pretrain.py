@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import torch
 
 from adapters.datasets import Dataset, load_data
-from adapters.defenses import make_defense
 from benchmark.cell.backbone_stage import initial_backbone, store_trained
 from benchmark.cell.keys import backbone_key
 from benchmark.cell.pipeline import RunOptions
@@ -24,6 +23,7 @@ from benchmark.cell.stacked import SHARED, why_not_alone
 from benchmark.cell.training import Member, train_backbones
 from benchmark.core.errors import SuiteError
 from benchmark.core.hashing import stable_hash
+from benchmark.core.registry import make
 from benchmark.store.cache import Cache
 from benchmark.suite import Cell
 
@@ -57,7 +57,7 @@ def pretrain_backbones(cells: Sequence[Cell], opts: RunOptions) -> None:
         backbone = initial_backbone(cell, external.num_classes)
         if backbone.pretrained:
             continue  # nothing to train
-        defense = make_defense(cell.defense.name, cell.defense.params)
+        defense = make("defense", cell.defense.name, cell.defense.params)
         problem = why_not_alone(backbone, defense)
         if problem:
             alone.append(f"{_name(cell)} ({problem})")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import mnist_path
 
-from adapters.filters import make_filter
 from benchmark.core.errors import ParamError
+from benchmark.core.registry import make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,7 +52,7 @@ def rates(keep: torch.Tensor, poisons: torch.Tensor) -> tuple[float, float]:
 
 
 def test_knn_label_filter_catches_flipped_labels_and_the_backdoor(flipped, backdoor) -> None:
-    filt = make_filter("knn_label", {"k": 10})
+    filt = make("filter", "knn_label", {"k": 10})
     for x, y, idx in (flipped, backdoor):
         caught, lost = rates(filt.keep(x, y, seed=0), idx)
         assert caught >= 0.85, caught
@@ -61,10 +61,10 @@ def test_knn_label_filter_catches_flipped_labels_and_the_backdoor(flipped, backd
 
 def test_spectral_signature_fixed_catches_the_backdoor_and_arts_code_does_not(backdoor) -> None:
     x, y, idx = backdoor
-    fixed = make_filter("art_spectral_signature", {"expected_poison_fraction": 0.05})
+    fixed = make("filter", "art_spectral_signature", {"expected_poison_fraction": 0.05})
     caught, lost = rates(fixed.keep(x, y, seed=0), idx)
     assert caught >= 0.6 and lost < 0.1, (caught, lost)
-    art = make_filter("art_spectral_signature", {"expected_poison_fraction": 0.05, "implementation": "art"})
+    art = make("filter", "art_spectral_signature", {"expected_poison_fraction": 0.05, "implementation": "art"})
     art_caught, art_lost = rates(art.keep(x, y, seed=0), idx)
     assert art_lost < 0.1  # ART removes as many rows ...
     assert art_caught < caught - 0.4  # ... but not the poisons (the uncentred score, see art_filters.py)
@@ -72,13 +72,13 @@ def test_spectral_signature_fixed_catches_the_backdoor_and_arts_code_does_not(ba
 
 def test_activation_clustering_removes_poisons_above_chance_and_is_repeatable(backdoor) -> None:
     x, y, idx = backdoor
-    filt = make_filter("art_activation_clustering", {"cluster_analysis": "distance"})
+    filt = make("filter", "art_activation_clustering", {"cluster_analysis": "distance"})
     keep = filt.keep(x, y, seed=0)
     caught, lost = rates(keep, idx)
     # measured: every poison caught, 62% of the clean rows lost (it removes one cluster per class)
     assert caught > lost + 0.2, (caught, lost)
     assert torch.equal(keep, filt.keep(x, y, seed=0))
-    default = make_filter("art_activation_clustering").keep(x, y, seed=0)
+    default = make("filter", "art_activation_clustering").keep(x, y, seed=0)
     assert default.shape == (len(y),) and default.dtype == torch.bool and 0 < int(default.sum()) < len(y)
 
 
@@ -93,4 +93,4 @@ def test_activation_clustering_removes_poisons_above_chance_and_is_repeatable(ba
 )
 def test_bad_filter_params_are_caught(name: str, params: dict, match: str) -> None:
     with pytest.raises(ParamError, match=match):
-        make_filter(name, params)
+        make("filter", name, params)

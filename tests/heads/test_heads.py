@@ -11,8 +11,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from adapters.heads.base import accuracy, fit_head, fit_heads, svm_objective
-from adapters.heads.torch_svm import TorchSVMHead
 from adapters.heads.linear import LinearHead
+from adapters.heads.torch_svm import TorchSVMHead
 from benchmark.core.errors import DataError, ParamError
 from benchmark.core.registry import REGISTRY
 

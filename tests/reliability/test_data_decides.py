@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli.commands import main
 from benchmark.core.errors import ParamError
+from benchmark.core.registry import make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,9 +108,8 @@ def test_a_targeted_attack_refuses_more_poisons_than_base_rows(monkeypatch):
 
 
 def test_the_knn_filter_refuses_a_k_its_rows_cannot_honour():
-    from adapters.filters import make_filter
 
     features, labels = torch.randn(10, 4), torch.tensor([0, 1] * 5)
-    assert make_filter("knn_label", {"k": 9}).keep(features, labels, 0).shape == (10,)
+    assert make("filter", "knn_label", {"k": 9}).keep(features, labels, 0).shape == (10,)
     with pytest.raises(ParamError, match="k 10 needs 11 training rows"):
-        make_filter("knn_label", {"k": 10}).keep(features, labels, 0)
+        make("filter", "knn_label", {"k": 10}).keep(features, labels, 0)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from adapters.backbones import build_backbone
-from adapters.defenses import make_defense
 from benchmark.cell.stacked import why_not_groupable
 from benchmark.cell.training import Member, train_backbone, train_backbones
+from benchmark.core.registry import make
 
 CNN = {"width": 4, "feature_dim": 16}
 
@@ -74,7 +74,7 @@ def test_early_stop_keeps_the_weights_of_its_epoch(data, one_thread):
 )
 def test_what_cannot_be_grouped_is_refused_by_name(members, reason):
     group = members()
-    defenses = [make_defense(m.defense, m.params) for m in group]
+    defenses = [make("defense", m.defense, m.params) for m in group]
     assert reason in why_not_groupable([m.backbone for m in group], defenses)
     if len(group) > 1:
         with pytest.raises(ValueError, match=reason):

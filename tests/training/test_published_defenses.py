@@ -13,8 +13,8 @@ from conftest import mnist_path
 
 from adapters.backbones.base import build_backbone
 from adapters.datasets import DataSpec, load_data
-from adapters.defenses import make_defense
 from benchmark.cell.training import evaluate_accuracy, robust_accuracy, train_backbone
+from benchmark.core.registry import make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,7 +71,7 @@ def test_free_training_runs_epochs_divided_by_replays(trained) -> None:
 def test_free_training_carries_the_perturbation_within_eps() -> None:
     torch.manual_seed(0)
     model = build_backbone("small_cnn", {"width": 4, "feature_dim": 8}, 3)
-    defense = make_defense("free_at", {"eps": 0.1, "replays": 2})
+    defense = make("defense", "free_at", {"eps": 0.1, "replays": 2})
     x, y = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1])
     loss, _ = defense.training_loss(model, x, y)
     assert torch.count_nonzero(defense._delta) == 0  # the first replay sees the clean batch
@@ -86,8 +86,8 @@ def test_trades_loss_is_cross_entropy_when_beta_is_zero() -> None:
     torch.manual_seed(0)
     model = build_backbone("small_cnn", {"width": 4, "feature_dim": 8}, 3).eval()
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
-    zero = make_defense("trades", {"beta": 0.0, "eps": 0.1, "steps": 2})
-    six = make_defense("trades", {"beta": 6.0, "eps": 0.1, "steps": 2})
+    zero = make("defense", "trades", {"beta": 0.0, "eps": 0.1, "steps": 2})
+    six = make("defense", "trades", {"beta": 6.0, "eps": 0.1, "steps": 2})
     loss0, logits = zero.training_loss(model, x, y)
     assert torch.allclose(loss0, torch.nn.functional.cross_entropy(logits, y))
     loss6, _ = six.training_loss(model, x, y)
@@ -95,8 +95,8 @@ def test_trades_loss_is_cross_entropy_when_beta_is_zero() -> None:
 
 
 def test_published_defaults() -> None:
-    assert make_defense("trades").params.model_dump(include={"eps", "step_size", "steps", "beta"}) == {
+    assert make("defense", "trades").params.model_dump(include={"eps", "step_size", "steps", "beta"}) == {
         "eps": 0.031, "step_size": 0.007, "steps": 10, "beta": 6.0,
     }
-    assert make_defense("fast_at").params.eps == pytest.approx(8 / 255)
-    assert make_defense("free_at").params.replays == 8
+    assert make("defense", "fast_at").params.eps == pytest.approx(8 / 255)
+    assert make("defense", "free_at").params.replays == 8
