@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from conftest import peak_rss_mb, report, timed
 
-from adapters.heads.base import accuracy, fit_head, fit_heads
+from adapters.heads.base import fit_head, fit_heads, head_accuracy
 from adapters.heads.refit import RowEdit, refit_heads
 
 REFITS = 100
@@ -32,7 +32,7 @@ def test_torch_svm_vs_sequential_linearsvc(benchmark):
     cold_s, _ = timed(lambda: refit_heads(f, y, edits, "torch_svm"))
     heads = benchmark.pedantic(lambda: refit_heads(f, y, edits, "torch_svm", init=clean), rounds=3, iterations=1)
     for (fe, ye), h, sk in zip(sets, heads, sk_heads, strict=True):
-        assert abs(accuracy(h, fe, ye) - accuracy(sk, fe, ye)) <= 0.01
+        assert abs(head_accuracy(h, fe, ye) - head_accuracy(sk, fe, ye)) <= 0.01
     report(
         benchmark,
         f"torch_svm (shared base, warm) vs {REFITS} sequential LinearSVC fits",

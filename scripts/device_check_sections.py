@@ -94,7 +94,7 @@ def section_attacks(device: torch.device, sizes: Sizes) -> dict[str, Any]:
 
 def section_refits(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     """``refits`` Poison Frog refits: ``torch_svm`` on the device (shared base, warm start) vs sequential LinearSVC."""
-    from adapters.heads.base import accuracy, fit_head, fit_heads
+    from adapters.heads.base import fit_head, fit_heads, head_accuracy
     from adapters.heads.refit import RowEdit, refit_heads
 
     g = torch.Generator().manual_seed(0)
@@ -110,7 +110,7 @@ def section_refits(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     fit_heads(sets[:1], "linear_svc")  # warm-up (imports)
     n_sk = min(len(sets), 10)  # LinearSVC fits cost the same each: time 10, scale
     sk_s, sk_heads = timed(lambda: fit_heads(sets[:n_sk], "linear_svc"), torch.device("cpu"))
-    agree = max(abs(accuracy(h, fe, ye) - accuracy(s, fe, ye))
+    agree = max(abs(head_accuracy(h, fe, ye) - head_accuracy(s, fe, ye))
                 for (fe, ye), h, s in zip(sets[:n_sk], heads[:n_sk], sk_heads, strict=True))
     sk_total = sk_s * len(sets) / n_sk
     return {"refits": len(edits), "rows": n, "dim": d, "torch_svm_seconds": round(torch_s, 4),

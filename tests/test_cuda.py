@@ -14,7 +14,7 @@ from adapters.attacks.adv_poison import AdvPoison
 from adapters.attacks.base import AttackContext
 from adapters.attacks.poison_frog import PoisonFrog
 from adapters.backbones import build_backbone, feature_extractor
-from adapters.heads.base import accuracy, fit_head, fit_heads
+from adapters.heads.base import fit_head, fit_heads, head_accuracy
 from adapters.heads.refit import RowEdit, refit_heads
 from benchmark.cell.training import Member, train_backbone, train_backbones
 
@@ -139,7 +139,7 @@ def test_torch_svm_and_refits_on_cuda_match_the_cpu_and_linearsvc():
     heads = refit_heads(f, y, edits, "torch_svm", device=CUDA, init=h_gpu)
     sets = [e.apply(f, y) for e in edits]
     for (fe, ye), h, sk in zip(sets, heads, fit_heads(sets, "linear_svc"), strict=True):
-        assert abs(accuracy(h, fe, ye) - accuracy(sk, fe, ye)) <= 0.01
+        assert abs(head_accuracy(h, fe, ye) - head_accuracy(sk, fe, ye)) <= 0.01
 
 
 def test_cache_round_trip_of_a_cuda_trained_backbone(smoke_dict, tmp_path):

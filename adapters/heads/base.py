@@ -23,6 +23,7 @@ import torch
 from adapters.heads.linear import LinearHead
 from benchmark.core.errors import DataError
 from benchmark.core.registry import Configurable, Params, make
+from benchmark.core.stats import accuracy
 
 if TYPE_CHECKING:
     from adapters.heads.refit import RowEdit
@@ -202,12 +203,7 @@ def fit_heads(
     return make_head(head_name, params, device).fit_many(list(problems), init=init)
 
 
-def accuracy(head: LinearHead, features: ArrayLike, labels: ArrayLike) -> float:
-    """Fraction of rows whose predicted label equals ``labels`` (original labels)."""
-    f = as_tensor(features).float()
-    y = as_tensor(labels).long()
-    if len(y) == 0:
-        return float("nan")
+def head_accuracy(head: LinearHead, features: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of rows whose label ``head`` predicts from ``features`` equals ``labels`` (original labels)."""
     with torch.no_grad():
-        pred = head.predict(f).cpu()
-    return float((pred == y.cpu()).float().mean())
+        return accuracy(head.predict(as_tensor(features).float()), as_tensor(labels).long())

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+from toy_context import fit_head, head_accuracy, make_ctx  # noqa: F401
 
 from adapters.attacks.adv_poison import AdvPoison, shift_labels
 from adapters.attacks.base import apply_trial, check_budget
@@ -24,7 +24,7 @@ def ctx3(one_thread):
 
 def poisoned_accuracy(ctx, trial):
     x, y = apply_trial(ctx.x_train, ctx.y_train, trial)
-    return accuracy(fit_head(ctx.features(x), y), ctx.f_test, ctx.y_test)
+    return head_accuracy(fit_head(ctx.features(x), y), ctx.f_test, ctx.y_test)
 
 
 @pytest.mark.parametrize("variant", ["paper", "code"])
@@ -43,7 +43,7 @@ def test_variant_within_budget_and_hurts_accuracy(request, variant, which):
     assert torch.equal(trial.y, ctx.y_train)  # clean label
     assert not result.targeted
     assert result.info["mean_objective_poisoned"] > result.info["mean_objective_clean"]
-    clean = accuracy(ctx.head, ctx.f_test, ctx.y_test)
+    clean = head_accuracy(ctx.head, ctx.f_test, ctx.y_test)
     assert poisoned_accuracy(ctx, trial) < clean - 0.1
     for k, v in snapshot.items():
         assert torch.equal(getattr(ctx, k), v), f"ctx.{k} was mutated"

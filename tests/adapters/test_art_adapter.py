@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+from toy_context import fit_head, head_accuracy, make_ctx  # noqa: F401
 
 from adapters.attacks.art_poisoning import (
     ArtBullseyePolytope,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from torch import nn
-from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+from toy_context import fit_head, head_accuracy, make_ctx  # noqa: F401
 
 from adapters.attacks.base import apply_trial, check_budget
 from adapters.attacks.label_flip import LabelFlip
@@ -68,11 +68,11 @@ def test_does_not_mutate_ctx(ctx):
 def test_accuracy_drops_after_refit(ctx):
     # a linear SVM shrugs off a few % of random labels on a separable pair (the paper's 2% costs CIFAR heads
     # 7-11 points, not these): flip 45% of a binary task, where the flipped labels nearly balance the true ones
-    clean = accuracy(ctx.head, ctx.f_test, ctx.y_test)
+    clean = head_accuracy(ctx.head, ctx.f_test, ctx.y_test)
     assert clean > 0.9
     trial = LabelFlip(rate=0.45, mode="different")(ctx).trials[0]
     _, y_poison = apply_trial(None, ctx.y_train, trial)
-    poisoned = accuracy(fit_head(ctx.f_train, y_poison), ctx.f_test, ctx.y_test)
+    poisoned = head_accuracy(fit_head(ctx.f_train, y_poison), ctx.f_test, ctx.y_test)
     assert poisoned < clean - 0.1
 
 

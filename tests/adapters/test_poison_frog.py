@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from toy_context import accuracy, fit_head, make_ctx  # noqa: F401
+from toy_context import fit_head, head_accuracy, make_ctx  # noqa: F401
 
 from adapters.attacks.base import check_budget
 from adapters.attacks.poison_frog import PoisonFrog

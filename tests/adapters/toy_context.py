@@ -46,5 +46,5 @@ def make_ctx(classes=(0, 1), n_train=160, n_test=80, size=16, seed=0, extractor=
     return AttackContext(ext, xtr, ytr, xte, yte, ftr, fte, fit_head(ftr, ytr), fit_head, seed=seed)
 
 
-def accuracy(head, f, y):
+def head_accuracy(head, f, y):
     return float((head.predict(f) == y).float().mean())

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from adapters.heads.base import accuracy, fit_head, fit_heads, svm_objective
+from adapters.heads.base import fit_head, fit_heads, head_accuracy, svm_objective
 from adapters.heads.linear import LinearHead
 from adapters.heads.torch_svm import TorchSVMHead
 from benchmark.core.errors import DataError, ParamError
@@ -61,7 +61,7 @@ def test_linear_svc_head_predicts_exactly_as_sklearn(digits, task: str, scale: b
             np.testing.assert_allclose(head.weight[1].numpy(), est.coef_[0], rtol=1e-6, atol=1e-7)
     else:
         assert head.weight.shape == (10, 64) and head.classes.tolist() == list(range(10))
-    assert accuracy(head, x, y) == pytest.approx(float((expected == y).float().mean()))
+    assert head_accuracy(head, x, y) == pytest.approx(float((expected == y).float().mean()))
 
 
 @pytest.mark.parametrize("C", [1.0, 0.01])
@@ -73,7 +73,7 @@ def test_torch_svm_matches_linear_svc_multiclass(relu_features, C: float) -> Non
     ours = svm_objective(f[tr], y[tr], head.weight, head.bias, C)
     assert ours <= sk_obj * (1 + 1e-6) + 1e-9, (ours, sk_obj)
     sk_acc = float((torch.from_numpy(svc.predict(f[te].double().numpy())) == y[te]).float().mean())
-    assert abs(accuracy(head, f[te], y[te]) - sk_acc) <= 0.01
+    assert abs(head_accuracy(head, f[te], y[te]) - sk_acc) <= 0.01
     # a tightly converged LinearSVC finds the same minimum (weights may differ along flat directions)
     tight_obj, _ = sk_objective(f[tr], y[tr], C, tol=1e-10, max_iter=100_000, dual=False)
     assert ours == pytest.approx(tight_obj, rel=1e-6)
