@@ -16,7 +16,7 @@ import sys
 from mlflow.tracking import MlflowClient
 
 AXES = ("dataset", "backbone", "defense", "attack", "filter", "seed")
-TIMING = ("_seconds", "images_per_second", "backbone_cached")
+TIMING = ("_seconds", "images_per_second", "backbone_cached", "train_group_size")  # how, not what, a cell computed
 
 
 def latest_cells(uri: str, suite: str) -> dict[tuple[str, ...], dict[str, float]]:
