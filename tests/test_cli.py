@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, write_suite
+from conftest import ROOT, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli.commands import main
@@ -124,11 +123,7 @@ def test_second_run_gives_identical_metrics(smoke_run):
 
 
 def test_resume_skips_finished_cells(tmp_path, smoke_dict, capsys):
-    d = copy.deepcopy(smoke_dict)
-    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
-    d["datasets"]["synthetic"]["external"]["params"].update(n_train=200, n_test=50)
-    d["datasets"]["synthetic"]["target"]["params"].update(n_train=80, n_test=40)
-    suite = write_suite(tmp_path, d)
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict))  # naive x (none, label_flip), 16x16 images, one epoch
     assert main(["run", str(suite), "--quiet", "--only", "attack=none"]) == 0
     assert main(["run", str(suite), "--quiet"]) == 0
     out = capsys.readouterr().out
