@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, write_suite
+from conftest import ROOT, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli.commands import main
@@ -15,7 +14,13 @@ from benchmark.cli.commands import main
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """Run suites/smoke.yaml once through the CLI (a subprocess, as a user would) into a private store."""
+    """Run suites/smoke.yaml twice into a private store: first in this process (`main`, as `python -m benchmark`
+    calls it), then with --rerun through the CLI in a subprocess, as a user would (its exit code and its quiet
+    stderr are the process's own)."""
+    import contextlib
+    import io
+    import os
+
     base = tmp_path_factory.mktemp("smoke")
     uri = f"sqlite:///{base / 'mlflow.db'}"
     env = {
@@ -24,12 +29,16 @@ def smoke_run(tmp_path_factory):
         "MLFLOW_TRACKING_URI": uri,
         "BENCHMARK_CACHE": str(base / "cache"),
     }
-    import os
-
-    env = {**os.environ, **env}
-    cmd = [sys.executable, "-m", "benchmark", "run", "suites/smoke.yaml", "--quiet"]
-    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    second = subprocess.run(cmd + ["--rerun"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    args = ["run", "suites/smoke.yaml", "--quiet"]
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.chdir(ROOT)
+        code = main(args)
+    first = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    cmd = [sys.executable, "-m", "benchmark", *args, "--rerun"]
+    second = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
     return uri, first, second
 
 
@@ -114,11 +123,7 @@ def test_second_run_gives_identical_metrics(smoke_run):
 
 
 def test_resume_skips_finished_cells(tmp_path, smoke_dict, capsys):
-    d = copy.deepcopy(smoke_dict)
-    d["defenses"] = {"naive": {"params": {"max_epochs": 1, "lr": 0.002}}}
-    d["datasets"]["synthetic"]["external"]["params"].update(n_train=200, n_test=50)
-    d["datasets"]["synthetic"]["target"]["params"].update(n_train=80, n_test=40)
-    suite = write_suite(tmp_path, d)
+    suite = write_suite(tmp_path, tiny_suite(smoke_dict))  # naive x (none, label_flip), 16x16 images, one epoch
     assert main(["run", str(suite), "--quiet", "--only", "attack=none"]) == 0
     assert main(["run", str(suite), "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -142,17 +147,15 @@ def test_every_subcommand_has_help(argv, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_validate_broken_suite_prints_one_line(tmp_path):
+def test_validate_broken_suite_prints_one_line(tmp_path, capsys):
     bad = tmp_path / "broken.yaml"
     bad.write_text((ROOT / "suites/smoke.yaml").read_text().replace("rate: 0.1", "rate: 2.0"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "validate", str(bad)], cwd=ROOT, capture_output=True, text=True
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+    assert main(["validate", str(bad)]) == 2  # `python -m benchmark` exits with main's code (tests/test_main.py)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert "broken.yaml" in lines[0] and "attacks.label_flip.params.rate" in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
 
 
 def test_validate_good_suite(capsys):
