@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
+from benchmark.cell import backbone_stage
 from benchmark.cell import pipeline as cell_module
 from benchmark.cli.commands import main
 from benchmark.core import versions
@@ -34,7 +35,7 @@ def calls(monkeypatch) -> dict[str, int]:
 
         return wrapper
 
-    monkeypatch.setattr(cell_module, "_train", counted("train", cell_module._train))
+    monkeypatch.setattr(backbone_stage, "train_backbone", counted("train", backbone_stage.train_backbone))
     monkeypatch.setattr(cell_module, "run_attack", counted("attack", cell_module.run_attack))
     return counts
 
