@@ -34,7 +34,10 @@ def test_every_builtin_is_a_class_of_its_kind(kind):
     assert issubclass(base, Configurable) and base.kind == kind
     names = REGISTRY.names(kind)
     assert names
-    for comp in REGISTRY.items(kind):
+    # the built-ins: other tests of this worker may have registered plugins (by path or entry point) before
+    builtins = [c for c in REGISTRY.items(kind) if c.cls.__module__.startswith("adapters.")]
+    assert builtins
+    for comp in builtins:
         assert issubclass(comp.cls, base) and comp.cls.name == comp.name and comp.description
         if "(required)" not in comp.defaults().values():
             built = make(kind, comp.name)
