@@ -67,8 +67,9 @@ MAX_WORKERS = 4  # each worker imports torch and MLflow (about 1 GB); more than 
 
 
 def pytest_xdist_auto_num_workers(config):  # noqa: ARG001
-    """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS."""
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    """``-n auto`` (pyproject's addopts): one worker per core and one more, at most MAX_WORKERS: a third of the test
+    time waits on child processes (servers starting, signals, Ray), which the extra worker fills."""
+    return max(1, min((os.cpu_count() or 1) + 1, MAX_WORKERS))
 
 
 def pytest_configure(config):  # noqa: ARG001
@@ -83,8 +84,27 @@ def pytest_configure(config):  # noqa: ARG001
         torch.set_num_threads(share)
 
 
+# the longest test files (docs/test_times.md), handed to the xdist workers first so that none is left running alone
+# at the end; a file missing from the list only costs balance
+LONGEST_FIRST = (
+    "test_attacks_vs_robustness.py",
+    "test_exactly_once.py",
+    "test_readme_example.py",
+    "test_resume.py",
+    "test_ui_browser.py",
+    "test_ui.py",
+    "test_cli.py",
+    "test_signals.py",
+    "test_ray_cluster.py",
+    "test_ray_executor.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
-    """Tests marked ``cuda`` skip where no CUDA device is (CI); the device check runs them on a card."""
+    """The longest files first (xdist's ``--dist loadfile`` hands files out in this order); tests marked ``cuda``
+    skip where no CUDA device is (CI), the device check runs them on a card."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     import torch
 
     if torch.cuda.is_available():
