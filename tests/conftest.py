@@ -67,9 +67,9 @@ MAX_WORKERS = 4  # each worker imports torch and MLflow (about 1 GB); more than 
 
 
 def pytest_xdist_auto_num_workers(config):  # noqa: ARG001
-    """``-n auto`` (pyproject's addopts): one worker per core and one more, at most MAX_WORKERS: a third of the test
-    time waits on child processes (servers starting, signals, Ray), which the extra worker fills."""
-    return max(1, min((os.cpu_count() or 1) + 1, MAX_WORKERS))
+    """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS (one more than cores measured
+    slower: 402 s vs 394 s on 2 cores, every worker imports torch and MLflow to collect)."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 def pytest_configure(config):  # noqa: ARG001
