@@ -84,27 +84,8 @@ def pytest_configure(config):  # noqa: ARG001
         torch.set_num_threads(share)
 
 
-# the longest test files (docs/test_times.md), handed to the xdist workers first so that none is left running alone
-# at the end; a file missing from the list only costs balance
-LONGEST_FIRST = (
-    "test_attacks_vs_robustness.py",
-    "test_exactly_once.py",
-    "test_readme_example.py",
-    "test_resume.py",
-    "test_ui_browser.py",
-    "test_ui.py",
-    "test_cli.py",
-    "test_signals.py",
-    "test_ray_cluster.py",
-    "test_ray_executor.py",
-)
-
-
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
-    """The longest files first (xdist's ``--dist loadfile`` hands files out in this order); tests marked ``cuda``
-    skip where no CUDA device is (CI), the device check runs them on a card."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    """Tests marked ``cuda`` skip where no CUDA device is (CI); the device check runs them on a card."""
     import torch
 
     if torch.cuda.is_available():
