@@ -32,6 +32,17 @@ def run_cli(args: list[str], plugin_dir, uri: str | None = None) -> subprocess.C
     )
 
 
+def run_here(args: list[str], plugin_dir, monkeypatch, capsys) -> tuple[int, str]:
+    """``main(ARGS)`` in this process with the plugin folder on sys.path, as PYTHONPATH puts it: (exit code, stderr).
+    The process boundary is the attack test's (``run_cli``); here a process start would only cost time."""
+    from benchmark.cli.commands import main
+
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    capsys.readouterr()
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
 def tiny_suite(smoke_dict: dict) -> dict:
     d = copy.deepcopy(smoke_dict)
     d["name"] = "plugin"
@@ -60,19 +71,19 @@ def test_readme_attack_runs_through_the_cli(tmp_path, smoke_dict):
     assert 0 < child.data.metrics["perturbation_linf_max"] <= 0.05 + 1e-6
 
 
-def test_readme_attack_with_a_bad_parameter_is_refused(tmp_path, smoke_dict):
+def test_readme_attack_with_a_bad_parameter_is_refused(tmp_path, smoke_dict, monkeypatch, capsys):
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
     (plugin_dir / "my_attacks.py").write_text(readme_attack_code())
     d = tiny_suite(smoke_dict)
     d["attacks"]["noise"]["params"]["eps"] = 2.0
     suite = write_suite(tmp_path, d)
-    proc = run_cli(["validate", str(suite)], plugin_dir)
-    assert proc.returncode == 2
-    assert "attacks.noise.params.eps: Input should be less than or equal to 1" in proc.stderr
+    code, err = run_here(["validate", str(suite)], plugin_dir, monkeypatch, capsys)
+    assert code == 2
+    assert "attacks.noise.params.eps: Input should be less than or equal to 1" in err
 
 
-def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smoke_dict):
+def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smoke_dict, monkeypatch, capsys, one_thread):
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
     (plugin_dir / "my_defenses.py").write_text(readme_code("Adding a defense"))
@@ -85,9 +96,9 @@ def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smok
         "noise": {"name": "my_defenses:GaussianNoiseTraining", "params": {**common, "sigma": 0.3}},
     }
     suite = write_suite(tmp_path, d)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    code, err = run_here(["run", str(suite), "--quiet"], plugin_dir, monkeypatch, capsys)
+    assert code == 0, err[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("defense-plugin")
     runs = {r.data.tags["defense"]: r for r in client.search_runs([exp.experiment_id], "tags.`benchmark.role` = 'cell'")}
@@ -100,8 +111,8 @@ def test_readme_defense_runs_through_the_cli_and_changes_training(tmp_path, smok
 
     d["defenses"]["noise"]["params"]["sigma"] = 0.0  # out of range: refused at load time, naming the key
     bad = write_suite(tmp_path, d, name="bad.yaml")
-    proc = run_cli(["validate", str(bad)], plugin_dir)
-    assert proc.returncode == 2 and "defenses.noise.params.sigma" in proc.stderr, proc.stderr
+    code, err = run_here(["validate", str(bad)], plugin_dir, monkeypatch, capsys)
+    assert code == 2 and "defenses.noise.params.sigma" in err, err
 
 
 def test_readme_suite_file_example_is_a_valid_suite() -> None:
@@ -168,7 +179,7 @@ def test_readme_walkthrough_runs_its_two_cell_suite_and_registers_the_plugin(tmp
     assert fresh.get("attack", "uniform_noise").description.startswith("Uniform noise in the L-inf ball")
 
 
-def test_readme_backbone_and_head_run_through_the_cli(tmp_path, smoke_dict):
+def test_readme_backbone_and_head_run_through_the_cli(tmp_path, smoke_dict, monkeypatch, capsys, one_thread):
     """The README's backbone and head, each one file, named by path in a suite: a poisoned cell runs on them."""
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
@@ -180,9 +191,9 @@ def test_readme_backbone_and_head_run_through_the_cli(tmp_path, smoke_dict):
     d["attacks"] = {"lf": {"name": "label_flip", "params": {"rate": 0.1}}}
     d["head"] = {"name": "my_heads:NearestCentroid", "params": {"shrink": 0.1}}
     suite = write_suite(tmp_path, d)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli(["run", str(suite), "--quiet"], plugin_dir, uri)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    code, err = run_here(["run", str(suite), "--quiet"], plugin_dir, monkeypatch, capsys)
+    assert code == 0, err[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("component-plugins")
     (child,) = client.search_runs([exp.experiment_id], filter_string="tags.`benchmark.role` = 'cell'")
