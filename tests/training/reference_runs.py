@@ -1,16 +1,19 @@
 """The single-backbone training runs whose weights and curves were saved at commit 2e7ea86 (before the grouped and
-the single loop became one): ``python tests/training/reference_runs.py`` writes ``data/training_reference.pt``;
+the single loop became one): ``python tests/training/reference_runs.py`` writes ``training_reference.json`` (each
+weight tensor as the sha256 of its bytes, dtype and shape; the curves as floats, which JSON keeps exactly);
 ``test_single_loop_reference.py`` trains them again and compares bit for bit."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 
 from adapters.backbones import build_backbone
 
-REFERENCE = Path(__file__).parent / "data" / "training_reference.pt"
+REFERENCE = Path(__file__).parent / "training_reference.json"
 COMMON = {"batch_size": 32, "lr": 1e-3, "max_epochs": 2, "stop_at": 1.0, "precision": "float32"}
 EPS = {"eps": 0.03}
 # name -> (defense, params, backbone params): every defense, the random ones, a partial batch, batch norm, early stop
@@ -40,6 +43,12 @@ def model(seed: int, **params) -> torch.nn.Module:
     return build_backbone("small_cnn", {**CNN, **params}, num_classes=3)
 
 
+def digest(tensor: torch.Tensor) -> str:
+    """The tensor bit for bit: its dtype, shape and bytes."""
+    head = f"{tensor.dtype}{tuple(tensor.shape)}".encode()
+    return hashlib.sha256(head + tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
 def train(name: str, seed: int = 1) -> dict:
     from benchmark.cell.training import train_backbone
 
@@ -47,12 +56,11 @@ def train(name: str, seed: int = 1) -> dict:
     net = model(seed, **arch)
     x, y = data()
     res = train_backbone(net, x, y, defense, {**COMMON, **extra}, seed=seed, progress=False)
-    return {"state": {k: v.clone() for k, v in net.state_dict().items()}, "train_loss": res.curves["train_loss"],
+    return {"state": {k: digest(v) for k, v in net.state_dict().items()}, "train_loss": res.curves["train_loss"],
             "train_acc": res.curves["train_acc"], "epochs": res.epochs, "stopped_early": res.stopped_early}
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    REFERENCE.parent.mkdir(exist_ok=True)
-    torch.save({name: train(name) for name in RUNS}, REFERENCE)
+    REFERENCE.write_text(json.dumps({name: train(name) for name in RUNS}, indent=1) + "\n")
     print(f"wrote {REFERENCE} ({REFERENCE.stat().st_size} bytes)")
