@@ -23,7 +23,7 @@ from benchmark.cell.stacked import SHARED, why_not_alone
 from benchmark.cell.training import Member, train_backbones
 from benchmark.core.errors import SuiteError
 from benchmark.core.hashing import stable_hash
-from benchmark.core.registry import make
+from benchmark.core.registry import REGISTRY, make
 from benchmark.store.cache import Cache
 from benchmark.suite import Cell
 
@@ -53,10 +53,10 @@ def pretrain_backbones(cells: Sequence[Cell], opts: RunOptions) -> None:
     groups: dict[str, list[Cell]] = {}
     alone: list[str] = []
     for cell in wanted.values():
+        if REGISTRY.get("backbone", cell.backbone.name).cls.pretrained:
+            continue  # nothing to train: asked of the class, so no checkpoint is loaded for the question
         external, data_id = data.load(cell)
         backbone = initial_backbone(cell, external.num_classes)
-        if backbone.pretrained:
-            continue  # nothing to train
         defense = make("defense", cell.defense.name, cell.defense.params)
         problem = why_not_alone(backbone, defense)
         if problem:
