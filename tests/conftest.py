@@ -52,6 +52,25 @@ def tiny_suite(smoke: dict, name: str = "tiny", attacks: tuple[str, ...] = ("non
     return d
 
 
+def one_error_line(capsys, max_len: int | None = None) -> str:
+    """What a refused input printed: one line on stderr starting "error: ", no traceback; returns that line."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[:2000]
+    if max_len is not None:
+        assert len(lines[0]) < max_len, lines[0][:2000]
+    return lines[0]
+
+
+def set_key(d: dict, path: str, value, sep: str = ".") -> None:
+    """Set a nested key of a suite dict by its path ("attacks.lf.params.rate"), creating missing levels."""
+    *head, last = path.split(sep)
+    for key in head:
+        d = d.setdefault(key, {})
+    d[last] = value
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Small tensors: one intra-op thread is faster, and much faster on a busy shared machine."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_suite, write_suite
+from conftest import one_error_line, set_key, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli.commands import main
@@ -34,22 +34,6 @@ def _cells(suite_name: str) -> dict[str, object]:
     exp = client.get_experiment_by_name(suite_name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     return {r.info.run_name: r for r in runs if r.data.tags.get("benchmark.role") == "cell"}
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
-def _set(d: dict, path: str, value) -> None:
-    *head, last = path.split(".")
-    for key in head:
-        d = d.setdefault(key, {})
-    d[last] = value
 
 
 # --- caught when the suite is loaded: exit 2, one line, nothing written -------------------------------------------
@@ -90,15 +74,15 @@ def test_invalid_suite_is_one_line_exit_2(case, tmp_path, smoke_dict, capsys):
         if value is None:
             d.pop(path)
         else:
-            _set(d, path, value)
+            set_key(d, path, value)
     suite = write_suite(tmp_path, d)
     assert main(["validate", str(suite)]) == 2
-    line = _one_line_error(capsys)
+    line = one_error_line(capsys)
     assert str(suite) in line
     for s in expected:
         assert s in line, (s, line)
     assert main(["run", str(suite), "--quiet"]) == 2
-    assert _one_line_error(capsys) == line  # run refuses with the same message
+    assert one_error_line(capsys) == line  # run refuses with the same message
     assert not _db().exists(), "a suite that does not validate must not create runs"
     assert not Path(os.environ["BENCHMARK_CACHE"]).exists()
 
@@ -115,7 +99,7 @@ def test_malformed_yaml(text, where, tmp_path, capsys):
     suite = tmp_path / "broken.yaml"
     suite.write_text(text)
     assert main(["run", str(suite), "--quiet"]) == 2
-    line = _one_line_error(capsys)
+    line = one_error_line(capsys)
     assert f"{suite}:" in line and "malformed YAML" in line and where in line, line
     assert not _db().exists()
 
@@ -126,7 +110,7 @@ def test_unreachable_tracking_uris(tmp_path, smoke_dict, capsys):
     blocker.write_text("not a folder")
     for uri in (f"sqlite:///{blocker / 'mlflow.db'}", "http://127.0.0.1:9/"):
         assert main(["run", str(suite), "--quiet", "--tracking-uri", uri]) == 2
-        line = _one_line_error(capsys)
+        line = one_error_line(capsys)
         assert line.startswith(f"error: tracking URI {uri} cannot be reached: "), line
     assert not Path(os.environ["BENCHMARK_CACHE"]).exists(), "nothing may run without a store to record it"
 
@@ -156,7 +140,7 @@ def test_a_damaged_npz_is_refused_before_the_grid(which, tmp_path, smoke_dict, c
     suite = write_suite(tmp_path, d)
     for command in (["validate", str(suite)], ["run", str(suite), "--quiet"]):
         assert main(command) == 2
-        line = _one_line_error(capsys)
+        line = one_error_line(capsys)
         assert f"datasets.synthetic.target.params.path: {path}" in line and "npz archive" in line, line
     assert not _db().exists()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, mnist_path, tiny_suite, write_suite
+from conftest import ROOT, mnist_path, one_error_line, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 from mnist_idx import write_mnist_raw
 
@@ -24,14 +24,6 @@ MNIST_CPU = ROOT / "suites" / "mnist-cpu.yaml"
 PAPER = ROOT / "suites" / "paper.yaml"
 
 
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def _no_runs() -> bool:
     db = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
     if not db.exists():
@@ -43,7 +35,7 @@ def _no_runs() -> bool:
 def test_validate_names_key_folder_and_command_for_missing_torchvision_data(capsys):
     root = Path(os.environ["BENCHMARK_DATA"])
     assert main(["validate", str(MNIST_CPU)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert line.startswith(f"error: {MNIST_CPU}: datasets.mnist.external: dataset 'mnist' not found in {root}")
     assert "also missing: datasets.mnist.target (mnist)" in line
     assert "`uv run python -m benchmark data download mnist`" in line
@@ -52,7 +44,7 @@ def test_validate_names_key_folder_and_command_for_missing_torchvision_data(caps
 
 def test_run_without_data_leaves_the_store_untouched(capsys):
     assert main(["run", str(PAPER), "--quiet"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "datasets.cifar.external: dataset 'cifar100' not found" in line
     assert "data download cifar100 cifar10 svhn mnist" in line
     assert _no_runs()
@@ -64,7 +56,7 @@ def test_missing_npz_names_the_path_key(tmp_path, smoke_dict, capsys):
     d["datasets"]["synthetic"]["target"] = {"name": "npz", "params": {"path": str(tmp_path / "absent.npz")}}
     suite = write_suite(tmp_path, d)
     assert main(["run", str(suite), "--quiet"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert f"datasets.synthetic.target.params.path: npz file {tmp_path / 'absent.npz'} not found" in line
     assert _no_runs()
 
@@ -101,7 +93,7 @@ def test_data_download_command_skips_what_is_there(tmp_path, capsys):
     assert main(["data", "download", "mnist", "--data-root", str(root)]) == 0
     assert capsys.readouterr().out.strip() == f"mnist: already in {root}"
     assert main(["data", "download", "imagenet"]) == 2
-    assert "not a torchvision dataset" in _one_line(capsys)
+    assert "not a torchvision dataset" in one_error_line(capsys)
 
 
 def test_mnist_cpu_on_torchvision_reads_the_subsets_images(tmp_path, capsys):

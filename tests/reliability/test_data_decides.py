@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from conftest import ROOT, tiny_suite, write_suite
+from conftest import ROOT, one_error_line, set_key, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli.commands import main
@@ -18,21 +18,6 @@ from benchmark.core.errors import ParamError
 from benchmark.core.registry import make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err[:2000]
-    return lines[0]
-
-
-def _set(d: dict, path: str, value) -> None:
-    *head, last = path.split("/")
-    for key in head:
-        d = d.setdefault(key, {})
-    d[last] = value
 
 
 CASES = {
@@ -60,13 +45,13 @@ def test_the_data_decides_before_the_grid(case, tmp_path, smoke_dict, capsys):
     changes, expected = CASES[case]
     d = tiny_suite(smoke_dict, "decided", attacks=("none",))
     for path, value in changes.items():
-        _set(d, path, value)
+        set_key(d, path, value, sep="/")
     suite = write_suite(tmp_path, d)
     assert main(["validate", str(suite)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert line.startswith(f"error: {suite}: ") and expected in line, line
     assert main(["run", str(suite), "--quiet", "--device", "cpu"]) == 2
-    assert _one_line(capsys) == line
+    assert one_error_line(capsys) == line
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("decided")
     assert exp is None or client.search_runs([exp.experiment_id]) == []
@@ -78,7 +63,7 @@ def test_an_npz_path_linking_to_something_else_is_refused_at_validate(tmp_path, 
     d = tiny_suite(smoke_dict, "link", attacks=("none",))
     d["datasets"]["synthetic"]["target"] = {"name": "npz", "params": {"path": str(tmp_path / "data.npz")}}
     assert main(["validate", str(write_suite(tmp_path, d))]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "datasets.synthetic.target.params.path:" in line and f"(a link to {tmp_path / 'notes.txt'})" in line
     assert "is not an .npz archive" in line and "pickled" not in line, line
 

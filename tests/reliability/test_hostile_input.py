@@ -8,22 +8,13 @@ import os
 
 import pytest
 import yaml
-from conftest import tiny_suite, write_suite
+from conftest import one_error_line, tiny_suite, write_suite
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli.commands import main
 from benchmark.core.errors import SHOWN_CHARS
 
 MAX_LINE = 600  # a one-line message: the file, the key, what is wrong; never the value it was given in full
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err[:2000]
-    assert len(lines[0]) < MAX_LINE, lines[0][:2000]
-    return lines[0]
 
 
 def _nothing_stored(name: str) -> None:
@@ -61,10 +52,10 @@ def test_alias_bombs_are_refused_before_expansion(tmp_path, smoke_dict, capsys, 
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
     assert main(["validate", str(path)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys, MAX_LINE)
     assert f"{path}: {key} (line" in line and f"alias *a{levels}" in line and "expands to more than" in line, line
     assert main(["run", str(path), "--quiet"]) == 2
-    assert _one_line(capsys) == line
+    assert one_error_line(capsys, MAX_LINE) == line
     _nothing_stored("bomb")
 
 
@@ -72,7 +63,7 @@ def test_a_large_value_under_the_alias_limit_is_echoed_as_a_short_prefix(tmp_pat
     d = tiny_suite(smoke_dict, "echo")
     d["attacks"]["label_flip"]["params"]["rate"] = [[list(range(50))] * 50] * 40  # 100,000 values, no alias
     assert main(["validate", str(write_suite(tmp_path, d))]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys, MAX_LINE)
     assert "attacks.label_flip.params.rate" in line
     assert "(got [[[0, 1, 2" in line and len(line) < 200 + SHOWN_CHARS, line
 
@@ -81,7 +72,7 @@ def test_a_recursive_alias_is_refused(tmp_path, capsys):
     path = tmp_path / "loop.yaml"
     path.write_text("name: loop\nseeds: &s [0, *s]\n")
     assert main(["validate", str(path)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys, MAX_LINE)
     assert "line 2" in line and "recursive alias" in line, line
 
 
@@ -91,7 +82,7 @@ def test_a_huge_sweep_is_refused_by_arithmetic(tmp_path, smoke_dict, capsys):
     d["attacks"]["label_flip"] = {"sweep": {"rate": [i / 1000 for i in range(100)], "seed_offset": list(range(100)),
                                             "x": list(range(100))}}
     assert main(["validate", str(write_suite(tmp_path, d))]) == 2
-    assert "grid: 1000001 cells before exclusions, above the limit of 10000" in _one_line(capsys)
+    assert "grid: 1000001 cells before exclusions, above the limit of 10000" in one_error_line(capsys, MAX_LINE)
 
 
 def test_100000_seeds_are_refused_in_linear_time(tmp_path, smoke_dict, capsys):
@@ -102,7 +93,7 @@ def test_100000_seeds_are_refused_in_linear_time(tmp_path, smoke_dict, capsys):
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(d).replace("SEEDS", "[" + ", ".join(map(str, range(100_000))) + "]"))
     assert main(["validate", str(path)]) == 2
-    assert "grid: 200000 cells before exclusions" in _one_line(capsys)
+    assert "grid: 200000 cells before exclusions" in one_error_line(capsys, MAX_LINE)
 
 
 def test_repeated_seeds_are_found_by_one_count():
@@ -139,8 +130,8 @@ def test_small_mistakes_are_refused_at_load(case, tmp_path, smoke_dict, capsys):
             d[section] = value
     suite = write_suite(tmp_path, d)
     assert main(["validate", str(suite)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys, MAX_LINE)
     assert line.startswith(f"error: {suite}: ") and expected in line, line
     assert main(["run", str(suite), "--quiet"]) == 2
-    assert _one_line(capsys) == line
+    assert one_error_line(capsys, MAX_LINE) == line
     _nothing_stored("small")

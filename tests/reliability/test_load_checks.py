@@ -5,17 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import tiny_suite, write_suite
+from conftest import one_error_line, set_key, tiny_suite, write_suite
 
 from benchmark.cli.commands import main
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -29,7 +21,7 @@ def test_duplicate_yaml_keys(tmp_path, capsys, text, expected):
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     assert main(["validate", str(path)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     for s in expected:
         assert s in line
 
@@ -51,21 +43,14 @@ CASES = {
 }
 
 
-def _set(d: dict, path: str, value) -> None:
-    *head, last = path.split(".")
-    for key in head:
-        d = d[key]
-    d[last] = value
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_suite_mistakes_fail_at_load(case, tmp_path, smoke_dict, capsys):
     changes, expected = CASES[case]
     d = tiny_suite(smoke_dict, "bad")
     for path, value in changes.items():
-        _set(d, path, value)
+        set_key(d, path, value)
     assert main(["validate", str(write_suite(tmp_path, d))]) == 2
-    assert expected in _one_line(capsys)
+    assert expected in one_error_line(capsys)
 
 
 PLUGINS = {
@@ -104,10 +89,10 @@ def test_plugin_failures_fail_at_load(case, tmp_path, smoke_dict, capsys, monkey
     d["attacks"] = {"p": {"name": f"{module}:A"}}
     suite = write_suite(tmp_path, d)
     assert main(["validate", str(suite)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert expected in line and "attacks.p" in line, line
     assert main(["run", str(suite), "--quiet"]) == 2
-    assert _one_line(capsys) == line
+    assert one_error_line(capsys) == line
 
 
 def test_every_shipped_suite_still_loads(capsys):

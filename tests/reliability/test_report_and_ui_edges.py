@@ -13,20 +13,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, one_error_line
 
 from benchmark.cli import ui
 from benchmark.cli.commands import main
 
 SECRET_URI = "postgresql://bob:hunter2@127.0.0.1:9/mlflow"
-
-
-def _one_line(capsys) -> str:
-    cap = capsys.readouterr()
-    assert "Traceback" not in cap.err
-    lines = cap.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), cap.err[:2000]
-    return lines[0]
 
 
 def _free_port() -> int:
@@ -46,7 +38,7 @@ def no_server(monkeypatch):
 @pytest.mark.parametrize("port", ["99999", "-1", "0"])
 def test_a_port_that_is_not_one_is_one_line(port, capsys, no_server):
     assert main(["ui", "--port", port]) == 2
-    assert _one_line(capsys) == f"error: --port {port}: a port is a number from 1 to 65535"
+    assert one_error_line(capsys) == f"error: --port {port}: a port is a number from 1 to 65535"
     assert capsys.readouterr().out == ""
 
 
@@ -56,13 +48,13 @@ def test_a_port_another_program_serves_is_refused(capsys, no_server):
         other.listen()
         port = other.getsockname()[1]
         assert main(["ui", "--port", str(port)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert f"--port {port}: 127.0.0.1:{port} is already in use by another program" in line, line
 
 
 def test_an_unreachable_database_is_one_line_without_its_password(capsys, no_server):
     assert main(["ui", "--tracking-uri", SECRET_URI, "--port", str(_free_port())]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "cannot be reached" in line and "bob:***@127.0.0.1:9" in line and "hunter2" not in line, line
 
 
@@ -87,7 +79,7 @@ def test_report_out_that_cannot_hold_a_folder_is_one_line(where, tmp_path, capsy
     blocker.write_text("keep me\n")
     out = blocker if where == "a-file" else blocker / "reports"
     assert main(["report", "--suite", "none", "--out", str(out)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert line.startswith(f"error: --out {out}: ") and ("a file, not a folder" in line or "Not a directory" in line)
     assert blocker.read_text() == "keep me\n"
 
