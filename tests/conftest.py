@@ -63,11 +63,12 @@ def one_error_line(capsys, max_len: int | None = None) -> str:
     return lines[0]
 
 
-def set_key(d: dict, path: str, value, sep: str = ".") -> None:
-    """Set a nested key of a suite dict by its path ("attacks.lf.params.rate"), creating missing levels."""
+def set_key(d: dict, path: str, value, sep: str = ".", create: bool = False) -> None:
+    """Set a nested key of a suite dict by its path ("attacks.lf.params.rate"). The levels above it must exist (a
+    KeyError then names a mistyped path in the test itself) unless ``create`` adds a section the suite lacks."""
     *head, last = path.split(sep)
     for key in head:
-        d = d.setdefault(key, {})
+        d = d.setdefault(key, {}) if create else d[key]
     d[last] = value
 
 

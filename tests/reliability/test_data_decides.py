@@ -45,7 +45,7 @@ def test_the_data_decides_before_the_grid(case, tmp_path, smoke_dict, capsys):
     changes, expected = CASES[case]
     d = tiny_suite(smoke_dict, "decided", attacks=("none",))
     for path, value in changes.items():
-        set_key(d, path, value, sep="/")
+        set_key(d, path, value, sep="/", create=True)
     suite = write_suite(tmp_path, d)
     assert main(["validate", str(suite)]) == 2
     line = one_error_line(capsys)
